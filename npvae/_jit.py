@@ -1,0 +1,60 @@
+"""The one place numba is configured.
+
+Every compiled kernel in npvae is decorated with :func:`jit` from here, and
+parallel loops use :data:`prange` from here, so that one switch turns numba
+off everywhere: ``NPVAE_USE_NUMBA=0`` makes ``jit`` return the plain Python
+function and ``prange`` become ``range``.  The kernels are written as plain
+loops, so the same source runs (slowly) as ordinary Python; the tests run the
+kernel suite both ways.
+
+fastmath: we enable the LLVM flags that let the compiler reassociate and
+vectorise floating-point reductions, but deliberately leave out ``nnan`` and
+``ninf``: with them LLVM may assume no NaN or infinity ever appears, and a NaN
+in the data would then silently turn into a number.  NaN in, NaN out.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: ``False`` when the environment says ``NPVAE_USE_NUMBA=0`` (or numba is missing).
+USE_NUMBA: bool = os.environ.get("NPVAE_USE_NUMBA", "1").strip().lower() not in {
+    "0",
+    "false",
+    "no",
+    "off",
+}
+
+#: LLVM fast-math flags: everything but ``nnan`` and ``ninf`` (see module docstring).
+FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+if USE_NUMBA:
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a hard dependency
+        USE_NUMBA = False
+
+if USE_NUMBA:
+    prange = numba.prange
+
+    def jit(func=None, *, parallel: bool = False, fastmath=FASTMATH, cache: bool = True):
+        """Compile ``func`` with ``numba.njit`` (nopython mode, cached on disk).
+
+        Usable bare (``@jit``) or with options (``@jit(parallel=True)``).
+        """
+
+        def wrap(f):
+            return numba.njit(f, parallel=parallel, fastmath=set(fastmath), cache=cache)
+
+        return wrap(func) if func is not None else wrap
+
+else:
+    prange = range
+
+    def jit(func=None, *, parallel: bool = False, fastmath=FASTMATH, cache: bool = True):
+        """numba is off: return ``func`` unchanged, so it runs as plain Python."""
+
+        def wrap(f):
+            return f
+
+        return wrap(func) if func is not None else wrap
