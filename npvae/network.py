@@ -34,8 +34,8 @@ class MLP(Layer):
         Source of the initial weights.
     dtype : float32 or float64
     init : {"glorot", "he"} or None
-        None picks what suits ``activation`` (He for the ReLU family).  The
-        last layer feeds no hidden activation and always uses Glorot.
+        None picks what suits the activation that follows each ``Linear`` (He
+        for the ReLU family, Glorot otherwise and for an affine output).
     input_grad : bool
         False skips dL/dx in the first layer (see :class:`Linear`); then
         ``backward`` returns None.
@@ -59,6 +59,7 @@ class MLP(Layer):
         if len(sizes) < 2 or min(sizes) < 1:
             raise ConfigError(f"MLP sizes must be two or more positive widths, got {sizes}")
         hidden_init = init or DEFAULT_INIT.get(activation, "glorot")
+        last_init = init or DEFAULT_INIT.get(out_activation, "glorot")
         self.sizes = sizes
         self.activation = activation
         self.out_activation = out_activation
@@ -70,7 +71,7 @@ class MLP(Layer):
                 Linear(
                     n_in,
                     n_out,
-                    init="glorot" if last else hidden_init,
+                    init=last_init if last else hidden_init,
                     rng=rng,
                     dtype=dtype,
                     input_grad=input_grad or i > 0,

@@ -1,0 +1,173 @@
+"""The distributions of a VAE, with the gradients of their log-densities.
+
+* :class:`DiagonalGaussian` is the encoder's q(z|x) = N(mu, diag(exp(log_var))):
+  reparameterised sampling, its closed-form KL to the prior N(0, I), and the
+  log-densities that importance weights need.
+* :class:`Bernoulli` and :class:`Gaussian` are the decoder's p(x|z), computed
+  from the decoder's raw output (logits, or means).  Each returns the log
+  likelihood per example and its gradient with respect to that output, in one
+  pass.
+
+All log-densities are summed over dimensions, one number per example (nats).
+Shapes: ``x (N, D)`` data, ``mu, log_var, eps, z (N, d)`` latents.  The
+derivations are in ``docs/backprop.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npvae import kernels
+from npvae.errors import ConfigError
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+class DiagonalGaussian:
+    """q(z|x) = N(mu, diag(exp(log_var))), and its relation to the prior N(0, I).
+
+    Stateless: every method takes the arrays it needs.
+    """
+
+    @staticmethod
+    def sample(mu: np.ndarray, log_var: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """Reparameterised draw ``z = mu + exp(log_var / 2) * eps``, all ``(N, d)``.
+
+        See ``docs/backprop.md#reparameterisation``.
+        """
+        return kernels.reparameterize(mu, log_var, eps)
+
+    @staticmethod
+    def sample_backward(
+        dz: np.ndarray, log_var: np.ndarray, eps: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``dz (N, d) -> (dmu, dlog_var)``, each ``(N, d)``, for fixed ``eps``."""
+        return kernels.reparameterize_backward(dz, log_var, eps)
+
+    @staticmethod
+    def kl_per_dim(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+        """KL(q ‖ N(0, I)) of each dimension, ``(N, d)``: ``0.5 (mu² + e^lv − 1 − lv)``.
+
+        See ``docs/backprop.md#gaussian-kl``.
+        """
+        return kernels.gaussian_kl_per_dim(mu, log_var)
+
+    @staticmethod
+    def kl_grad(mu: np.ndarray, log_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gradients of each dimension's KL: ``(mu, 0.5 (exp(log_var) − 1))``, ``(N, d)``."""
+        return kernels.gaussian_kl_grad(mu, log_var)
+
+    @staticmethod
+    def log_prob_of_sample(eps: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+        """log q(z|x) at ``z = mu + sigma * eps``, per row: ``(..., d) -> (...)``.
+
+        With ``z`` written through ``eps`` the mean drops out:
+        ``log q = −0.5 Σ (eps² + log 2π + log_var)``.
+        """
+        d = eps.shape[-1]
+        return -0.5 * (np.einsum("...j,...j->...", eps, eps) + log_var.sum(-1) + d * LOG_2PI)
+
+    @staticmethod
+    def prior_log_prob(z: np.ndarray) -> np.ndarray:
+        """log N(z; 0, I) per row, ``(..., d) -> (...)``; its gradient is ``−z``."""
+        d = z.shape[-1]
+        return -0.5 * (np.einsum("...j,...j->...", z, z) + d * LOG_2PI)
+
+
+class Bernoulli:
+    """p(x|z) = Π Bernoulli(x_j; sigmoid(logit_j)), for data in [0, 1].
+
+    The decoder outputs logits; working in logits keeps the log-likelihood
+    finite and exact for any logit (see ``docs/backprop.md#bernoulli-log-likelihood``).
+    """
+
+    name = "bernoulli"
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def log_prob(self, x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """``log p(x|z)`` per example, ``(N, D) -> (N,)``."""
+        return kernels.bernoulli_log_prob(x, logits)
+
+    def log_prob_and_grad(self, x: np.ndarray, logits: np.ndarray):
+        """``(log p (N,), d log p / d logits (N, D))``; the gradient is ``x − sigmoid(logits)``."""
+        return kernels.bernoulli_log_prob_and_grad(x, logits)
+
+    def accumulate_grads(self, x: np.ndarray, out: np.ndarray, weight: np.ndarray) -> None:
+        """No parameters of its own: nothing to do."""
+
+    def mean(self, logits: np.ndarray) -> np.ndarray:
+        """Pixel probabilities ``sigmoid(logits)``, ``(N, D)``."""
+        e = np.exp(-np.abs(logits))
+        return np.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+
+    def zero_grad(self) -> None:
+        """No parameters of its own: nothing to do."""
+
+
+class Gaussian:
+    """p(x|z) = N(x; mean, diag(exp(log_var))), for continuous data.
+
+    The decoder outputs the means.  The per-pixel log-variance ``log_var``
+    (shape ``(D,)``) is either fixed at ``init_log_var`` or, with
+    ``learned=True``, a parameter trained with the rest (then it is in
+    ``params`` under ``"log_var"``).
+
+    Notes
+    -----
+    ``log p = −0.5 Σ_j [log 2π + log_var_j + (x_j − m_j)² e^{−log_var_j}]``;
+    ``d log p / d m = (x − m) e^{−log_var}``;
+    ``d log p / d log_var = 0.5 [(x − m)² e^{−log_var} − 1]``.
+    """
+
+    name = "gaussian"
+
+    def __init__(self, dim: int, *, learned: bool, init_log_var: float, dtype) -> None:
+        self.learned = learned
+        log_var = np.full(dim, init_log_var, dtype=dtype)
+        self.params = {"log_var": log_var} if learned else {}
+        self.grads = {"log_var": np.zeros_like(log_var)} if learned else {}
+        self.log_var = log_var
+
+    def log_prob(self, x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """``log p(x|z)`` per example, ``(N, D) -> (N,)``."""
+        precision = np.exp(-self.log_var)
+        sq = (x - mean) ** 2
+        return -0.5 * (sq @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
+
+    def log_prob_and_grad(self, x: np.ndarray, mean: np.ndarray):
+        """``(log p (N,), d log p / d mean (N, D))``."""
+        precision = np.exp(-self.log_var)
+        diff = x - mean
+        log_p = -0.5 * ((diff * diff) @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
+        return log_p, diff * precision
+
+    def accumulate_grads(self, x: np.ndarray, mean: np.ndarray, weight: np.ndarray) -> None:
+        """Add ``Σ_n weight_n · d log p_n / d log_var`` into ``grads["log_var"]``.
+
+        ``weight (N,)`` is d(loss)/d(log p_n) for each example.
+        """
+        if not self.learned:
+            return
+        diff = x - mean
+        dlog_var = 0.5 * (diff * diff * np.exp(-self.log_var) - 1)
+        self.grads["log_var"] += weight @ dlog_var
+
+    def mean(self, mean: np.ndarray) -> np.ndarray:
+        """The decoder's output is already the mean."""
+        return mean
+
+    def zero_grad(self) -> None:
+        for grad in self.grads.values():
+            grad.fill(0)
+
+
+def make_likelihood(name: str, dim: int, *, learned_var: bool, init_log_var: float, dtype):
+    """``"bernoulli"`` or ``"gaussian"`` as a likelihood object for ``dim`` pixels."""
+    if name == "bernoulli":
+        return Bernoulli()
+    if name == "gaussian":
+        return Gaussian(dim, learned=learned_var, init_log_var=init_log_var, dtype=dtype)
+    raise ConfigError(f"unknown likelihood {name!r}: use 'bernoulli' or 'gaussian'")

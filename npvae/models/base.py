@@ -1,0 +1,151 @@
+"""What every model shares: named parameters, gradients, dtype, save and load.
+
+A model is built from a config (a dict of plain JSON values: sizes, names,
+numbers) and a seed.  That config, plus the parameter arrays, is everything
+needed to rebuild it, which is what :meth:`Model.save` writes and
+:func:`load` reads back (see :mod:`npvae.serialize`: no pickle, atomic).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from npvae.errors import CheckpointError, ConfigError
+from npvae.serialize import load_arrays, save_arrays
+
+#: Model kinds by the name saved in a file's header; filled by :func:`register`.
+REGISTRY: dict[str, type[Model]] = {}
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def register(cls: type[Model]) -> type[Model]:
+    """Class decorator: make ``cls`` loadable by its ``kind`` name."""
+    REGISTRY[cls.kind] = cls
+    return cls
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    """``"float32"``, ``"float64"`` or the NumPy types themselves -> the dtype."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}: use 'float32' or 'float64'")
+    return np.dtype(DTYPES[name])
+
+
+class Model:
+    """Base class: subclasses build their parts in ``__init__`` and call :meth:`_collect`.
+
+    Attributes
+    ----------
+    config : dict
+        The constructor's keyword arguments, JSON-able; ``type(self)(**config)``
+        builds the same architecture.
+    params, grads : dict name -> ndarray
+        Every trainable array of every part, prefixed by the part's name
+        (``"encoder.0.W"``), and the gradients with the same keys.
+    """
+
+    kind = "model"
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.dtype = resolve_dtype(config["dtype"])
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._parts: list = []
+
+    def _collect(self, **parts) -> None:
+        """Register the named parts (anything with ``params``, ``grads``, ``zero_grad``)."""
+        for prefix, part in parts.items():
+            self._parts.append(part)
+            for name, value in part.params.items():
+                self.params[f"{prefix}.{name}"] = value
+                self.grads[f"{prefix}.{name}"] = part.grads[name]
+
+    def zero_grad(self) -> None:
+        """Clear every gradient in place."""
+        for part in self._parts:
+            part.zero_grad()
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        """``x`` must be ``(N, input_dim)`` of the model's dtype (no silent cast)."""
+        dim = self.config["input_dim"]
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != dim:
+            shape = getattr(x, "shape", type(x).__name__)
+            raise ConfigError(f"expected input of shape (N, {dim}), got {shape}")
+        if x.dtype != self.dtype:
+            raise ConfigError(
+                f"input is {x.dtype} but the model is {self.dtype}: cast it with x.astype(...)"
+            )
+        return x
+
+    def _noise(self, rng: np.random.Generator | None, shape: tuple[int, ...]) -> np.ndarray:
+        """Standard normal noise of the model's dtype from ``rng`` (which is required)."""
+        if rng is None:
+            raise ValueError("pass rng (a numpy.random.Generator) or the noise array itself")
+        return rng.standard_normal(shape, dtype=self.dtype)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the config and parameters to ``path`` (``.npz``), atomically."""
+        header = {"format": "npvae-model", "kind": self.kind, "config": self.config}
+        return save_arrays(path, self.params, header)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Model:
+        """Read a model saved by :meth:`save`; ``Model.load`` returns whatever kind is saved.
+
+        Raises :class:`CheckpointError` (naming the file) if the file is
+        damaged, holds another kind of model than ``cls``, or its arrays do not
+        fit the saved config.
+        """
+        arrays, header = load_arrays(path)
+        return cls._from_saved(path, arrays, header)
+
+    @classmethod
+    def _from_saved(cls, path, arrays: dict, header: dict) -> Model:
+        kind = header.get("kind")
+        if header.get("format") != "npvae-model" or kind not in REGISTRY:
+            raise CheckpointError(f"{path}: not an npvae model file")
+        model_cls = REGISTRY[kind]
+        if cls is not Model and model_cls is not cls:
+            raise CheckpointError(
+                f"{path}: holds a {kind} model, not a {cls.kind}; load it with npvae.models.load"
+            )
+        try:
+            model = model_cls(**header["config"])
+        except (TypeError, KeyError, ConfigError) as err:
+            raise CheckpointError(f"{path}: its config does not build a {kind} ({err})") from None
+        model.set_params(arrays, source=path)
+        return model
+
+    def set_params(self, arrays: dict[str, np.ndarray], source="arrays") -> None:
+        """Copy ``arrays`` into the live parameters, checking names, shapes and dtypes."""
+        missing = sorted(set(self.params) - set(arrays))
+        extra = sorted(set(arrays) - set(self.params))
+        if missing or extra:
+            raise CheckpointError(
+                f"{source}: parameters do not match this {self.kind} "
+                f"(missing {missing[:3]}, unexpected {extra[:3]})"
+            )
+        for name, value in arrays.items():
+            target = self.params[name]
+            if value.shape != target.shape or value.dtype != target.dtype:
+                raise CheckpointError(
+                    f"{source}: parameter {name} is {value.dtype}{list(value.shape)}, "
+                    f"the model needs {target.dtype}{list(target.shape)}"
+                )
+        for name, value in arrays.items():
+            self.params[name][...] = value
+
+    def __repr__(self) -> str:
+        n = sum(p.size for p in self.params.values())
+        return f"{type(self).__name__}({n:,} parameters, {self.dtype})"
+
+
+def load(path: str | os.PathLike) -> Model:
+    """Load any saved npvae model: ``npvae.models.load("model.npz")``."""
+    return Model.load(path)
