@@ -170,3 +170,190 @@ def check_layer(
         return float(np.sum(layer.forward(x) * dout))
 
     return check_gradients(f, arrays, analytic, h=h, most=most, seed=seed)
+
+
+# ----- python -m npvae.gradcheck: the table ------------------------------------------
+
+#: Tests set this to a row's name to corrupt that row's hand-written gradient by one
+#: part in 10^4, proving that the table (and its exit status) can fail.
+BREAK_VARIABLE = "NPVAE_GRADCHECK_BREAK"
+
+
+def _layer_rows():
+    from npvae import layers
+    from npvae.network import MLP
+
+    def row(make):
+        def run(rng):
+            layer = make(rng)
+            n_in = layer.params["W"].shape[0] if "W" in layer.params else 5
+            if isinstance(layer, MLP):
+                n_in = layer.sizes[0]
+            x = rng.normal(size=(4, n_in))
+            x = np.where(x >= 0, x + 0.05, x - 0.05)  # away from the ReLU family's kink
+            return _broken_layer_check(layer, x)
+
+        return run
+
+    yield "layer", "Linear", row(lambda rng: layers.Linear(5, 3, rng=rng))
+    for name, cls in layers.ACTIVATIONS.items():
+        yield "layer", cls.__name__ + f" ({name})", row(lambda rng, cls=cls: cls())
+    yield "layer", "MLP 5-4-3 tanh", row(lambda rng: MLP([5, 4, 3], "tanh", rng=rng))
+
+
+def _broken_layer_check(layer, x):
+    """``check_layer``, except that a row named in ``BREAK_VARIABLE`` gets a wrong backward."""
+    if _broken:
+        backward = layer.backward
+
+        def wrong_backward(dout):
+            dx = backward(dout)
+            for grad in layer.grads.values():
+                grad *= 1 + 1e-4
+            return None if dx is None else dx * (1 + 1e-4)
+
+        layer.backward = wrong_backward
+    return check_layer(layer, x)
+
+
+def _kernel_rows():
+    from npvae import kernels
+
+    def bernoulli(rng):
+        x, logits, w = rng.random((4, 6)), rng.normal(scale=3, size=(4, 6)), rng.normal(size=4)
+        _, dlogits = kernels.bernoulli_log_prob_and_grad(x, logits)
+        return _check(
+            lambda: kernels.bernoulli_log_prob(x, logits) @ w,
+            {"logits": logits},
+            {"logits": dlogits * w[:, None]},
+        )
+
+    def kl(rng):
+        mu, log_var, w = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=4)
+        dmu, dlog_var = kernels.gaussian_kl_grad(mu, log_var)
+        return _check(
+            lambda: kernels.gaussian_kl(mu, log_var) @ w,
+            {"mu": mu, "log_var": log_var},
+            {"mu": dmu * w[:, None], "log_var": dlog_var * w[:, None]},
+        )
+
+    def reparameterize(rng):
+        mu, log_var, eps, dz = (rng.normal(size=(4, 3)) for _ in range(4))
+        dmu, dlog_var = kernels.reparameterize_backward(dz, log_var, eps)
+        return _check(
+            lambda: np.sum(kernels.reparameterize(mu, log_var, eps) * dz),
+            {"mu": mu, "log_var": log_var},
+            {"mu": dmu, "log_var": dlog_var},
+        )
+
+    def logsumexp(rng):
+        a, w = rng.normal(scale=3, size=(4, 7)), rng.normal(size=4)
+        softmax = np.exp(a - kernels.logsumexp(a)[:, None])
+        return _check(lambda: kernels.logsumexp(a) @ w, {"a": a}, {"a": softmax * w[:, None]})
+
+    yield "kernel", "bernoulli_log_prob_and_grad", bernoulli
+    yield "kernel", "gaussian_kl_grad", kl
+    yield "kernel", "reparameterize_backward", reparameterize
+    yield "kernel", "logsumexp (softmax)", logsumexp
+
+
+def _model_rows():
+    from npvae import models
+
+    small = {"input_dim": 6, "dtype": "float64", "seed": 1}
+    vae = {**small, "hidden": [5], "latent_dim": 3, "activation": "tanh"}
+    ae = {**small, "hidden": [5], "code_dim": 2, "activation": "tanh"}
+    cae = {**small, "hidden": [], "code_dim": 3, "contraction": 0.5}
+    cases = [
+        ("loss", "VAE (Bernoulli)", models.VAE, vae, {}),
+        ("loss", "VAE (L=3, beta=2, warm-up, free bits)", models.VAE,
+         {**vae, "n_samples": 3, "beta": 2.0, "warmup_steps": 10, "free_bits": 0.1},
+         {"step": 5}),
+        ("loss", "VAE (Gaussian, learned variance)", models.VAE,
+         {**vae, "likelihood": "gaussian", "learned_var": True}, {}),
+        ("loss", "IWAE k=1", models.IWAE, {**vae, "k": 1}, {}),
+        ("loss", "IWAE k=5", models.IWAE, {**vae, "k": 5}, {}),
+        ("loss", "Autoencoder (Bernoulli)", models.Autoencoder, ae, {}),
+        ("loss", "Autoencoder (squared error)", models.Autoencoder,
+         {**ae, "reconstruction": "squared"}, {}),
+        ("loss", "SparseAutoencoder (KL)", models.SparseAutoencoder, ae, {}),
+        ("loss", "SparseAutoencoder (L1)", models.SparseAutoencoder,
+         {**ae, "sparsity": "l1", "code_activation": "tanh"}, {}),
+        ("loss", "DenoisingAutoencoder (mask)", models.DenoisingAutoencoder, ae,
+         {"corrupt": True}),
+        ("loss", "ContractiveAutoencoder (sigmoid)", models.ContractiveAutoencoder, cae, {}),
+        ("loss", "ContractiveAutoencoder (tanh)", models.ContractiveAutoencoder,
+         {**cae, "code_activation": "tanh"}, {}),
+    ]  # fmt: skip
+    for kind, name, cls, config, options in cases:
+
+        def run(rng, cls=cls, config=config, options=options):
+            model = cls(**config)
+            x = rng.random((4, config["input_dim"]))
+            seed = int(rng.integers(2**32))
+            model.loss(x, np.random.default_rng(seed), **options)
+            analytic = {name: grad.copy() for name, grad in model.grads.items()}
+            return _check(
+                lambda: model.loss(x, np.random.default_rng(seed), grad=False, **options)["loss"],
+                model.params,
+                analytic,
+            )
+
+        yield kind, name, run
+
+
+_broken = False
+
+
+def _check(f, arrays, analytic):
+    """``check_gradients``, with the claimed gradient corrupted if this row is to break."""
+    if _broken:
+        analytic = {name: grad * (1 + 1e-4) for name, grad in analytic.items()}
+    return check_gradients(f, arrays, analytic)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one row per layer, kernel and model loss; exit 1 if any is over the bar."""
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m npvae.gradcheck",
+        description="Prove every hand-written gradient in npvae against finite differences.",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (0)")
+    parser.add_argument(
+        "--only", default="", metavar="TEXT", help="check only the rules whose name contains TEXT"
+    )
+    args = parser.parse_args(argv)
+
+    global _broken
+    broken_row = os.environ.get(BREAK_VARIABLE, "")
+    rows = [*_layer_rows(), *_kernel_rows(), *_model_rows()]
+    rows = [row for row in rows if args.only.lower() in row[1].lower()]
+    if not rows:
+        print(f"no rule's name contains {args.only!r}", file=sys.stderr)
+        return 2
+    print(f"npvae gradient check: float64, centred differences, h = {STEP:g}, bar {TOLERANCE:g}")
+    print("relative error = max|a - n| / max(|a| + |n|) over each array\n")
+    print(f"{'kind':<7} {'rule':<40} {'worst array':<16} {'rel. error':>10}")
+    failures = 0
+    for kind, name, run in rows:
+        _broken = name == broken_row
+        errors = run(np.random.default_rng(args.seed))
+        worst = max(errors, key=errors.get)
+        ok = errors[worst] < TOLERANCE
+        failures += not ok
+        print(f"{kind:<7} {name:<40} {worst:<16} {errors[worst]:>10.1e}  {'ok' if ok else 'FAIL'}")
+    _broken = False
+    print()
+    if failures:
+        print(f"{failures} of {len(rows)} rules fail the bar")
+        return 1
+    print(f"all {len(rows)} rules pass")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,9 +3,11 @@
 import numpy as np
 
 from npvae.gradcheck import (
+    BREAK_VARIABLE,
     TOLERANCE,
     check_gradients,
     check_layer,
+    main,
     numerical_gradient,
     rel_error,
 )
@@ -64,3 +66,26 @@ def test_check_gradients_on_named_arrays_and_subsets():
     assert max(errors.values()) < TOLERANCE
     errors = check_gradients(loss, {"a": a}, {"a": analytic["a"] * 1.01}, most=6)
     assert errors["a"] > 1e-3
+
+
+def test_cli_table_passes_every_rule(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    for name in ["Linear", "ELU", "gaussian_kl_grad", "IWAE k=5", "ContractiveAutoencoder"]:
+        assert name in out
+    assert out.strip().endswith("rules pass")
+
+
+def test_cli_exits_non_zero_on_a_broken_rule(monkeypatch, capsys):
+    monkeypatch.setenv(BREAK_VARIABLE, "IWAE k=5")
+    assert main(["--only", "IWAE"]) == 1
+    out = capsys.readouterr().out
+    assert "IWAE k=1" in out and "1 of 2 rules fail" in out
+    monkeypatch.setenv(BREAK_VARIABLE, "Tanh (tanh)")
+    assert main(["--only", "tanh"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_cli_only_with_no_match(capsys):
+    assert main(["--only", "no such rule"]) == 2
