@@ -19,7 +19,7 @@ from npvae.models.autoencoders import (
     DenoisingAutoencoder,
     SparseAutoencoder,
 )
-from npvae.models.base import REGISTRY, Model, load
+from npvae.models.base import REGISTRY, Model, load, rebuild
 from npvae.models.vae import IWAE, VAE
 
 __all__ = [
@@ -32,4 +32,5 @@ __all__ = [
     "SparseAutoencoder",
     "VAE",
     "load",
+    "rebuild",
 ]

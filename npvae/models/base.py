@@ -89,10 +89,13 @@ class Model:
             raise ValueError("pass rng (a numpy.random.Generator) or the noise array itself")
         return rng.standard_normal(shape, dtype=self.dtype)
 
+    def describe(self) -> dict:
+        """``{"kind": ..., "config": ...}``: what rebuilds this architecture."""
+        return {"kind": self.kind, "config": self.config}
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the config and parameters to ``path`` (``.npz``), atomically."""
-        header = {"format": "npvae-model", "kind": self.kind, "config": self.config}
-        return save_arrays(path, self.params, header)
+        return save_arrays(path, self.params, {"format": "npvae-model", **self.describe()})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
@@ -107,20 +110,19 @@ class Model:
 
     @classmethod
     def _from_saved(cls, path, arrays: dict, header: dict) -> Model:
-        kind = header.get("kind")
-        if header.get("format") != "npvae-model" or kind not in REGISTRY:
+        """Rebuild from a model file, or from the model inside a training checkpoint."""
+        if header.get("format") == "npvae-checkpoint":
+            prefix = "model/"
+            arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            header = header.get("model", {})
+        elif header.get("format") != "npvae-model":
             raise CheckpointError(f"{path}: not an npvae model file")
-        model_cls = REGISTRY[kind]
-        if cls is not Model and model_cls is not cls:
+        kind = header.get("kind")
+        if cls is not Model and kind != cls.kind:
             raise CheckpointError(
-                f"{path}: holds a {kind} model, not a {cls.kind}; load it with npvae.models.load"
+                f"{path}: holds a '{kind}' model, not '{cls.kind}'; load it with npvae.models.load"
             )
-        try:
-            model = model_cls(**header["config"])
-        except (TypeError, KeyError, ConfigError) as err:
-            raise CheckpointError(f"{path}: its config does not build a {kind} ({err})") from None
-        model.set_params(arrays, source=path)
-        return model
+        return rebuild(kind, header.get("config"), arrays, source=path)
 
     def set_params(self, arrays: dict[str, np.ndarray], source="arrays") -> None:
         """Copy ``arrays`` into the live parameters, checking names, shapes and dtypes."""
@@ -146,6 +148,18 @@ class Model:
         return f"{type(self).__name__}({n:,} parameters, {self.dtype})"
 
 
+def rebuild(kind: str, config: dict, arrays: dict[str, np.ndarray], source) -> Model:
+    """Build a ``kind`` model from its saved ``config`` and give it ``arrays``."""
+    if kind not in REGISTRY or not isinstance(config, dict):
+        raise CheckpointError(f"{source}: not an npvae model (kind {kind!r})")
+    try:
+        model = REGISTRY[kind](**config)
+    except (TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{source}: its config does not build a {kind} ({err})") from None
+    model.set_params(arrays, source=source)
+    return model
+
+
 def load(path: str | os.PathLike) -> Model:
-    """Load any saved npvae model: ``npvae.models.load("model.npz")``."""
+    """Load any saved npvae model, or the model in a checkpoint: ``npvae.models.load(path)``."""
     return Model.load(path)

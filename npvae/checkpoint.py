@@ -1,0 +1,100 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint is one npz file (see :mod:`npvae.serialize`: no pickle, written
+atomically) holding
+
+* the model: its kind, config and parameters (``model/<name>`` arrays), so
+  ``npvae.models.load(checkpoint)`` gives the trained model directly;
+* the optimizer's state (``optim/<name>`` arrays: Adam's moments, the step);
+* the state of the run's random generator, so dynamic binarisation, shuffling
+  and the VAE's noise continue as if the run had never stopped;
+* the epoch and step reached, the run's resolved config, and the best
+  validation loss so far.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from npvae.errors import CheckpointError
+from npvae.models.base import Model, rebuild
+from npvae.serialize import load_arrays, save_arrays
+
+FORMAT = "npvae-checkpoint"
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns."""
+
+    model: Model
+    optimizer_state: dict[str, np.ndarray]
+    rng_state: dict
+    epoch: int  # epochs completed
+    step: int  # optimizer steps taken
+    config: dict  # the run's resolved config
+    extra: dict = field(default_factory=dict)  # e.g. best validation loss
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: Model,
+    optimizer,
+    rng: np.random.Generator,
+    *,
+    epoch: int,
+    step: int,
+    config: dict,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint to ``path`` atomically; returns the path."""
+    arrays = {f"model/{name}": value for name, value in model.params.items()}
+    arrays.update({f"optim/{name}": value for name, value in optimizer.state_dict().items()})
+    header = {
+        "format": FORMAT,
+        "model": model.describe(),
+        "rng": rng.bit_generator.state,
+        "epoch": int(epoch),
+        "step": int(step),
+        "config": config,
+        "extra": extra or {},
+    }
+    return save_arrays(path, arrays, header)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint; a damaged file or one of another format raises CheckpointError."""
+    arrays, header = load_arrays(path)
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a training checkpoint (a saved model?)")
+    try:
+        model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
+        optim_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")}
+        model = rebuild(header["model"]["kind"], header["model"]["config"], model_arrays, path)
+        return Checkpoint(
+            model=model,
+            optimizer_state=optim_arrays,
+            rng_state=header["rng"],
+            epoch=int(header["epoch"]),
+            step=int(header["step"]),
+            config=dict(header["config"]),
+            extra=dict(header.get("extra", {})),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: incomplete checkpoint (missing {err})") from None
+
+
+def restore_rng(state: dict, source) -> np.random.Generator:
+    """A ``numpy.random.Generator`` continuing from a saved ``bit_generator.state``."""
+    try:
+        bit_generator = getattr(np.random, state["bit_generator"])()
+        bit_generator.state = state
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CheckpointError(f"{source}: damaged random-generator state") from None
+    return np.random.Generator(bit_generator)
