@@ -1,0 +1,497 @@
+"""Where the IDX datasets come from: the table of files, the search, the download.
+
+:func:`find_dataset` looks for a dataset's four files in this order and
+returns the first folder that holds all of them:
+
+1. ``data_dir`` (the CLI's ``--data-dir``) if given, else ``$NPVAE_DATA``
+   if set; both ``<dir>`` itself and ``<dir>/<name>`` are tried;
+2. the user's cache, ``$XDG_CACHE_HOME/npvae/<name>`` (``~/.cache`` when
+   ``XDG_CACHE_HOME`` is unset, empty or relative, as the XDG spec says);
+3. the system folder Debian's dataset packages install to,
+   ``/usr/share/datasets/<name>`` (``apt install dataset-fashion-mnist``);
+4. a download from the dataset's mirrors into the cache folder of step 2.
+
+A file may be stored gzip-compressed (``<stem>.gz``) or raw (``<stem>``).
+Checksums are SHA-256 of the *decompressed* bytes, since mirrors and Debian
+recompress the files and the gzip bytes differ from one copy to the next.
+
+Downloads are all or nothing: every missing file is fetched into a hidden
+temporary file in the cache folder, checked, and only when every one has
+passed are they renamed into place.  A refused connection, a timeout, an HTTP
+error or a checksum mismatch moves on to the next mirror; when no mirror
+serves a file, the temporaries (and any folder the download created) are
+removed and :class:`~npvae.errors.DataError` says where we looked and what
+to do.  ``$NPVAE_MIRROR`` replaces the mirror list with one base URL
+(``{name}`` in it is replaced by the dataset name); the tests point it at a
+local HTTP server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from npvae.data.idx import decompressed_sha256, is_gzip_bytes
+from npvae.errors import DataError
+
+#: Where Debian's ``dataset-*`` packages install (``/usr/share/datasets/<name>``).
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")
+
+#: Environment variable naming a folder to search first (like ``--data-dir``).
+DATA_ENV = "NPVAE_DATA"
+
+#: Environment variable replacing the mirror list with one base URL.
+MIRROR_ENV = "NPVAE_MIRROR"
+
+#: Seconds to wait for a name lookup, a connection, or the next block of data.
+#: Short, so that an offline machine finds out in seconds, not minutes.
+TIMEOUT_SECONDS = 5.0
+
+_BLOCK_BYTES = 1 << 16
+
+#: The four roles every IDX dataset has, in the order they are fetched.
+ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One file of a dataset.
+
+    Attributes
+    ----------
+    stem : str
+        File name without ``.gz``, e.g. ``"train-images-idx3-ubyte"``.
+    sha256 : str
+        Hex SHA-256 of the decompressed file.
+    """
+
+    stem: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A downloadable IDX dataset.
+
+    Attributes
+    ----------
+    name : str
+        The name users type (``--dataset``); also the folder name.
+    files : dict[str, DataFile]
+        One file per role in :data:`ROLES`.
+    mirrors : tuple[str, ...]
+        Base URLs tried in order; a file's URL is ``base + stem + ".gz"``.
+    """
+
+    name: str
+    files: dict[str, DataFile]
+    mirrors: tuple[str, ...]
+
+
+def _idx_files(train_images: str, train_labels: str, test_images: str, test_labels: str):
+    """The standard MNIST-style file names with the given checksums."""
+    return {
+        "train_images": DataFile("train-images-idx3-ubyte", train_images),
+        "train_labels": DataFile("train-labels-idx1-ubyte", train_labels),
+        "test_images": DataFile("t10k-images-idx3-ubyte", test_images),
+        "test_labels": DataFile("t10k-labels-idx1-ubyte", test_labels),
+    }
+
+
+#: The datasets :func:`find_dataset` knows, by name.  Tests add fake ones.
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        files=_idx_files(
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+    ),
+    # Checksums computed from Debian's dataset-fashion-mnist and matching the
+    # ones published alongside the upstream files (zalandoresearch/fashion-mnist).
+    "fashion-mnist": DatasetSpec(
+        name="fashion-mnist",
+        files=_idx_files(
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+    ),
+}
+
+
+def cache_dir(name: str) -> Path:
+    """The user's cache folder for dataset ``name`` (which may not exist yet).
+
+    Returns
+    -------
+    Path
+        ``$XDG_CACHE_HOME/npvae/<name>``, or ``~/.cache/npvae/<name>``.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "npvae" / name
+
+
+def file_in(folder: Path, data_file: DataFile) -> Path | None:
+    """The path of ``data_file`` in ``folder``, gzip or raw, or None if absent."""
+    for candidate in (folder / f"{data_file.stem}.gz", folder / data_file.stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def dataset_files(folder: Path, spec: DatasetSpec) -> dict[str, Path]:
+    """Map each role to its file in ``folder``.
+
+    Raises
+    ------
+    DataError
+        If a file is missing from ``folder``.
+    """
+    found = {}
+    for role, data_file in spec.files.items():
+        path = file_in(folder, data_file)
+        if path is None:
+            raise DataError(f"{folder}: no {data_file.stem}(.gz) for dataset {spec.name}")
+        found[role] = path
+    return found
+
+
+def _holds_all(folder: Path, spec: DatasetSpec) -> bool:
+    return all(file_in(folder, data_file) is not None for data_file in spec.files.values())
+
+
+def search_path(name: str, data_dir: str | Path | None = None) -> list[tuple[Path, str]]:
+    """The folders :func:`find_dataset` searches, in order, with a label each.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS`.
+    data_dir : str or Path, optional
+        The user's folder; when None, ``$NPVAE_DATA`` is used if set.
+
+    Returns
+    -------
+    list of (Path, str)
+        ``(folder, label)`` where label is ``"data_dir"``, ``"NPVAE_DATA"``,
+        ``"cache"`` or ``"system"``.
+    """
+    places: list[tuple[Path, str]] = []
+    if data_dir is not None:
+        user_dir, label = Path(data_dir).expanduser(), "data_dir"
+    elif os.environ.get(DATA_ENV):
+        user_dir, label = Path(os.environ[DATA_ENV]).expanduser(), DATA_ENV
+    else:
+        user_dir = None
+    if user_dir is not None:
+        places += [(user_dir, label), (user_dir / name, label)]
+    places.append((cache_dir(name), "cache"))
+    places.append((SYSTEM_DATA_DIR / name, "system"))
+    return places
+
+
+def find_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:
+    """Find (or fetch) the folder holding dataset ``name``'s four IDX files.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS`, e.g. ``"mnist"`` or ``"fashion-mnist"``.
+    data_dir : str or Path, optional
+        Searched first (and ``<data_dir>/<name>``); else ``$NPVAE_DATA``.
+    download : bool
+        If no folder holds the files, download them into the cache.
+
+    Returns
+    -------
+    Path
+        A folder where every file of ``DATASETS[name].files`` exists (as
+        ``<stem>.gz`` or ``<stem>``).  Checksums of files found locally are
+        not checked here; :func:`npvae.data.datasets.load_dataset` checks
+        them while reading.
+
+    Raises
+    ------
+    DataError
+        If the files are nowhere and cannot be downloaded: one line listing
+        the folders searched, the download failure, and what to do.
+    """
+    return locate_dataset(name, data_dir, download)[0]
+
+
+def locate_dataset(
+    name: str, data_dir: str | Path | None = None, download: bool = True
+) -> tuple[Path, str]:
+    """Like :func:`find_dataset`, also saying how the folder was found.
+
+    Returns
+    -------
+    folder : Path
+    how : str
+        ``"data_dir"``, ``"NPVAE_DATA"``, ``"cache"``, ``"system"``, or
+        ``"downloaded from <base URL>"``.
+    """
+    spec = _spec(name)
+    places = search_path(name, data_dir)
+    for folder, label in places:
+        if _holds_all(folder, spec):
+            return folder, label
+    searched = ", ".join(_describe(folder, spec) for folder, _ in places)
+    if not download:
+        raise DataError(
+            f"dataset {name} not found (looked in {searched}) and downloading is off; "
+            f"pass --data-dir DIR holding its files, or allow the download"
+        )
+    target = cache_dir(name)
+    try:
+        mirror = download_dataset(spec, target)
+    except DataError as err:
+        raise DataError(
+            f"dataset {name} not found (looked in {searched}) and the download failed: {err}; "
+            f"pass --data-dir DIR holding its files, connect to the internet, "
+            f"or set {MIRROR_ENV} to a mirror's base URL"
+        ) from None
+    return target, f"downloaded from {mirror}"
+
+
+def _describe(folder: Path, spec: DatasetSpec) -> str:
+    """A folder's path, flagged if it holds some but not all of the files."""
+    n_present = sum(file_in(folder, data_file) is not None for data_file in spec.files.values())
+    if n_present:
+        return f"{folder} (only {n_present} of {len(spec.files)} files)"
+    return str(folder)
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        known = ", ".join(sorted(DATASETS))
+        raise DataError(f"no downloadable dataset called {name!r} (known: {known})")
+    return DATASETS[name]
+
+
+def mirrors_for(spec: DatasetSpec) -> tuple[str, ...]:
+    """The base URLs to try for ``spec``: ``$NPVAE_MIRROR`` alone if set."""
+    override = os.environ.get(MIRROR_ENV, "").strip()
+    bases = (override.replace("{name}", spec.name),) if override else spec.mirrors
+    return tuple(base if base.endswith("/") else base + "/" for base in bases)
+
+
+def download_dataset(spec: DatasetSpec, target: Path, *, progress: bool | None = None) -> str:
+    """Download the files of ``spec`` missing from ``target``, all or nothing.
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+        What to fetch, and from where (overridden by ``$NPVAE_MIRROR``).
+    target : Path
+        The folder to fill; created if needed, and removed again (if empty)
+        when the download fails.
+    progress : bool, optional
+        Show a tqdm bar on stderr; by default only when stderr is a terminal.
+
+    Returns
+    -------
+    str
+        The base URL of the (last) mirror that served a file.
+
+    Raises
+    ------
+    DataError
+        If some file could not be fetched from any mirror with the right
+        checksum.  Nothing is then left in ``target``.
+    """
+    if progress is None:
+        progress = sys.stderr.isatty()
+    created = _make_dirs(target)
+    staged: list[tuple[Path, Path]] = []  # (temporary, final)
+    used_mirror = ""
+    try:
+        for data_file in spec.files.values():
+            if file_in(target, data_file) is not None:
+                continue
+            temporary, compressed, used_mirror = _fetch_any_mirror(
+                spec, data_file, target, progress
+            )
+            final = target / (f"{data_file.stem}.gz" if compressed else data_file.stem)
+            staged.append((temporary, final))
+        for temporary, final in staged:
+            os.replace(temporary, final)
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: someone else's files are there
+        raise
+    return used_mirror
+
+
+def _make_dirs(target: Path) -> list[Path]:
+    """``mkdir -p target``; return the folders it created, deepest first."""
+    missing = []
+    folder = target
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create the cache folder {target} ({err})") from None
+    return missing
+
+
+def _fetch_any_mirror(
+    spec: DatasetSpec, data_file: DataFile, target: Path, progress: bool
+) -> tuple[Path, bool, str]:
+    """Fetch one file from the first mirror that serves it with the right checksum.
+
+    Returns (temporary path in ``target``, whether it is gzip, base URL).
+    """
+    failures = []
+    for base in mirrors_for(spec):
+        url = urllib.parse.urljoin(base, f"{data_file.stem}.gz")
+        handle, name = tempfile.mkstemp(prefix=f".{data_file.stem}.", suffix=".part", dir=target)
+        os.close(handle)
+        temporary = Path(name)
+        try:
+            _fetch(url, temporary, progress)
+            digest = decompressed_sha256(temporary)
+            if digest != data_file.sha256:
+                raise DataError(
+                    f"checksum mismatch (SHA-256 {digest[:12]}..., expected "
+                    f"{data_file.sha256[:12]}...)"
+                )
+            with open(temporary, "rb") as stream:
+                compressed = is_gzip_bytes(stream.read(2))
+            return temporary, compressed, base
+        except DataError as err:
+            temporary.unlink(missing_ok=True)
+            failures.append(f"{url}: {err}")
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    raise DataError(" / ".join(failures))
+
+
+def _fetch(url: str, destination: Path, progress: bool) -> None:
+    """Stream ``url`` into ``destination``, with short timeouts.
+
+    Raises
+    ------
+    DataError
+        On any network or HTTP failure, with a short reason.
+    """
+    _resolve_quickly(url)
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            from tqdm import tqdm  # only a download needs it
+
+            with (
+                open(destination, "wb") as out,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=url.rsplit("/", 1)[-1],
+                    file=sys.stderr,
+                    disable=not progress,
+                    leave=False,
+                ) as bar,
+            ):
+                while True:
+                    block = response.read(_BLOCK_BYTES)
+                    if not block:
+                        break
+                    out.write(block)
+                    bar.update(len(block))
+    except urllib.error.HTTPError as err:
+        raise DataError(f"HTTP {err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        raise DataError(f"cannot connect ({_reason(err.reason)})") from None
+    except TimeoutError:
+        raise DataError(f"no answer within {TIMEOUT_SECONDS:g} s (offline?)") from None
+    except (ConnectionError, OSError) as err:
+        raise DataError(f"connection failed ({_reason(err)})") from None
+
+
+def _reason(reason) -> str:
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {TIMEOUT_SECONDS:g} s; offline?"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)
+
+
+def _resolve_quickly(url: str) -> None:
+    """Look up the URL's host name, giving up after :data:`TIMEOUT_SECONDS`.
+
+    Socket timeouts do not cover the name lookup, which on an offline
+    machine with an unreachable resolver can hang for half a minute; so the
+    lookup runs in a daemon thread that we stop waiting for.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise DataError(f"not a URL: {url}")
+    outcome: list[BaseException | None] = []
+
+    def lookup():
+        try:
+            socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=lookup, daemon=True)
+    worker.start()
+    worker.join(TIMEOUT_SECONDS)
+    if not outcome:
+        raise DataError(f"cannot resolve {host} within {TIMEOUT_SECONDS:g} s (offline?)")
+    if outcome[0] is not None:
+        raise DataError(f"cannot resolve {host} ({_reason(outcome[0])}; offline?)")
+
+
+__all__ = [
+    "DATASETS",
+    "DATA_ENV",
+    "MIRROR_ENV",
+    "ROLES",
+    "SYSTEM_DATA_DIR",
+    "TIMEOUT_SECONDS",
+    "DataFile",
+    "DatasetSpec",
+    "cache_dir",
+    "dataset_files",
+    "download_dataset",
+    "file_in",
+    "find_dataset",
+    "locate_dataset",
+    "mirrors_for",
+    "search_path",
+]
