@@ -38,6 +38,7 @@ class Checkpoint:
     step: int  # optimizer steps taken
     config: dict  # the run's resolved config
     extra: dict = field(default_factory=dict)  # e.g. best validation loss
+    run_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. an epoch's order
 
 
 def save_checkpoint(
@@ -50,10 +51,16 @@ def save_checkpoint(
     step: int,
     config: dict,
     extra: dict | None = None,
+    run_arrays: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write a checkpoint to ``path`` atomically; returns the path."""
+    """Write a checkpoint to ``path`` atomically; returns the path.
+
+    ``extra`` is JSON-able run state; ``run_arrays`` are arrays of the run's
+    own (stored as ``run/<name>``).
+    """
     arrays = {f"model/{name}": value for name, value in model.params.items()}
     arrays.update({f"optim/{name}": value for name, value in optimizer.state_dict().items()})
+    arrays.update({f"run/{name}": value for name, value in (run_arrays or {}).items()})
     header = {
         "format": FORMAT,
         "model": model.describe(),
@@ -74,6 +81,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
         optim_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")}
+        run_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("run/")}
         model = rebuild(header["model"]["kind"], header["model"]["config"], model_arrays, path)
         return Checkpoint(
             model=model,
@@ -83,10 +91,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             step=int(header["step"]),
             config=dict(header["config"]),
             extra=dict(header.get("extra", {})),
+            run_arrays=run_arrays,
         )
+    except CheckpointError:
+        raise
     except (KeyError, TypeError, ValueError) as err:
-        if isinstance(err, CheckpointError):
-            raise
         raise CheckpointError(f"{path}: incomplete checkpoint (missing {err})") from None
 
 

@@ -114,6 +114,7 @@ class Autoencoder(Model):
         *,
         grad: bool = True,
         corrupt: bool | None = None,
+        step: int | None = None,
     ) -> dict:
         """Reconstruction error plus the variant's penalty, averaged over the batch.
 
@@ -124,6 +125,7 @@ class Autoencoder(Model):
         gradient of ``loss`` (zeroed first).  ``corrupt`` (default: ``grad``)
         says whether the denoising AE corrupts: a gradient check evaluates
         the training loss without gradients by passing ``corrupt=True``.
+        ``step`` is accepted, and ignored, for one interface with the VAE.
 
         Returns
         -------
@@ -289,7 +291,7 @@ class ContractiveAutoencoder(Autoencoder):
         code_activation: str | None = "sigmoid",
         **kwargs,
     ) -> None:
-        hidden = kwargs.get("hidden", args[1] if len(args) > 1 else (400,))
+        hidden = kwargs.get("hidden", args[1] if len(args) > 1 else ())
         if len(hidden) != 0 or code_activation not in CONTRACTIVE_ACTIVATIONS:
             raise ConfigError(
                 "the contractive AE supports a one-layer encoder with a sigmoid or tanh code: "

@@ -1,0 +1,488 @@
+"""``python -m npvae.train``: train a model, and leave a run folder that tells the whole story.
+
+Reading order, top to bottom: :func:`main` turns user mistakes into one line
+on stderr; :func:`start` makes a new run (config, data, model, optimizer) or
+:func:`resume` rebuilds one from its last checkpoint; :func:`train` is the
+loop; :func:`finish` evaluates and draws.
+
+A run folder ``runs/<time>-<model>/`` holds ``config.json`` (the resolved
+config, the data actually used, the versions), ``metrics.csv`` (one row per
+epoch), ``checkpoints/last.npz`` and ``best.npz`` (model, optimizer, random
+state, position), ``results.json`` and the figures.
+
+Exactness: all training randomness (shuffling, dynamic binarisation, the
+VAE's noise, the denoising AE's corruption) comes from one generator whose
+state is in every checkpoint, and an interrupted epoch saves its batch order
+and position, so a resumed run is bit-identical to an uninterrupted one.
+Evaluation draws from generators seeded by (seed, epoch), apart from training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from npvae import __version__, evaluate, plots
+from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from npvae.config import Config, from_dict, parse_args
+from npvae.data import Batches, binarize_static, load_dataset, split_validation
+from npvae.errors import ConfigError, DataError, NpvaeError
+from npvae.models import (
+    IWAE,
+    VAE,
+    Autoencoder,
+    ContractiveAutoencoder,
+    DenoisingAutoencoder,
+    SparseAutoencoder,
+)
+from npvae.optim import clip_grad_norm, make_optimizer, make_schedule
+
+METRICS = [
+    "epoch", "lr", "train_loss", "train_recon", "train_kl", "val_loss", "test_loss",
+    "test_recon", "test_kl", "seconds", "examples_per_second",
+]  # fmt: skip
+
+EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class TrainingStopped(Exception):
+    """Raised inside the loop to end the run with a message and an exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Run:
+    """Everything a training run holds in memory."""
+
+    config: Config
+    folder: Path
+    data: object  # npvae.data.Dataset
+    model: object
+    optimizer: object
+    rng: np.random.Generator
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best: float = math.inf  # best selection loss so far
+    partial: dict = field(default_factory=dict)  # an interrupted epoch's order and sums
+
+
+# ----- building a run --------------------------------------------------------------------
+
+
+def build_model(config: Config, input_dim: int):
+    """The model ``config`` asks for, for ``input_dim`` pixels."""
+    common = {
+        "input_dim": input_dim,
+        "hidden": config.resolved_hidden(),
+        "activation": config.activation,
+        "dtype": config.dtype,
+        "seed": config.seed,
+    }
+    vae_common = {
+        **common,
+        "latent_dim": config.latent,
+        "likelihood": config.likelihood,
+        "learned_var": config.learn_var,
+    }
+    ae_common = {
+        **common,
+        "code_dim": config.latent,
+        "reconstruction": "bernoulli" if config.likelihood == "bernoulli" else "squared",
+    }
+    if config.model == "vae":
+        return VAE(
+            **vae_common,
+            beta=config.beta,
+            warmup_steps=config.warmup,
+            free_bits=config.free_bits,
+            n_samples=config.samples,
+        )
+    if config.model == "iwae":
+        return IWAE(**vae_common, k=config.k)
+    if config.model == "ae":
+        return Autoencoder(**ae_common)
+    if config.model == "sparse-ae":
+        return SparseAutoencoder(
+            **ae_common,
+            sparsity=config.sparsity,
+            sparsity_weight=config.sparsity_weight,
+            target=config.sparsity_target,
+            code_activation="sigmoid" if config.sparsity == "kl" else "relu",
+        )
+    if config.model == "denoising-ae":
+        return DenoisingAutoencoder(**ae_common, noise=config.noise, noise_level=config.noise_level)
+    return ContractiveAutoencoder(**ae_common, contraction=config.contraction)
+
+
+def load_data(config: Config):
+    """The dataset, with the automatic MNIST-else-digits choice and the validation split."""
+    if config.dataset == "auto":
+        try:
+            data = load_dataset("mnist", config.data_dir)
+        except DataError as err:
+            print(f"MNIST is not available ({_first_clause(err)}); training on the embedded digits")
+            data = load_dataset("digits")
+    else:
+        data = load_dataset(config.dataset, config.data_dir)
+    if config.val_size:
+        data = split_validation(data, config.val_size, config.seed)
+    return data
+
+
+def _first_clause(err: Exception) -> str:
+    return str(err).split(";")[0]
+
+
+def start(config: Config) -> Run:
+    """A new run: its folder, data, model and optimizer."""
+    data = load_data(config)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(config.out) / f"{stamp}-{config.model}"
+    for suffix in range(1, 1000):
+        if not folder.exists():
+            break
+        folder = Path(config.out) / f"{stamp}-{config.model}-{suffix}"
+    try:
+        (folder / "checkpoints").mkdir(parents=True)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create the run folder {folder}: {err.strerror}; choose another with --out"
+        ) from None
+    model = build_model(config, data.x_train.shape[1])
+    record = {
+        **asdict(config),
+        "hidden": config.resolved_hidden(),
+        "dataset_used": data.name,
+        "data_source": data.source,
+        "n_train": len(data.x_train),
+        "n_val": len(data.x_val),
+        "n_test": len(data.x_test),
+        "versions": _versions(),
+    }
+    _write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
+    _write_metrics(folder / "metrics.csv", [])
+    optimizer = make_optimizer(config.optimizer, model.params, config.lr)
+    return Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
+
+
+def resume(folder: str, given: dict) -> Run:
+    """Rebuild a run from ``folder/checkpoints/last.npz``; only ``--epochs`` may change."""
+    folder = Path(folder)
+    path = folder / "checkpoints" / "last.npz"
+    if not (folder / "config.json").is_file() or not path.is_file():
+        raise ConfigError(f"{folder} is not a run folder with a checkpoint (no {path.name})")
+    changed = sorted(set(given) - {"epochs"})
+    if changed:
+        raise ConfigError(
+            f"--resume continues the saved config; only --epochs may be given (got {changed})"
+        )
+    saved = load_checkpoint(path)
+    config = from_dict({**saved.config, **given}, path)
+    data = load_data(config)
+    optimizer = make_optimizer(config.optimizer, saved.model.params, config.lr)
+    optimizer.load_state_dict(saved.optimizer_state)
+    run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
+    run.epoch, run.step = saved.epoch, saved.step
+    run.best = saved.extra.get("best", math.inf)
+    run.partial = saved.extra.get("partial", {})
+    if run.partial:
+        run.partial["order"] = saved.run_arrays["order"]
+    rows = [row for row in _read_metrics(folder / "metrics.csv") if int(row["epoch"]) <= run.epoch]
+    _write_metrics(folder / "metrics.csv", rows)
+    for stale in (folder / "checkpoints").glob(".*.npz.*"):
+        stale.unlink(missing_ok=True)  # a temporary file a kill -9 left mid-write
+    return run
+
+
+# ----- the loop --------------------------------------------------------------------------
+
+
+def train(run: Run) -> None:
+    """Epochs from ``run.epoch`` to ``config.epochs``; checkpoints after each."""
+    config, model = run.config, run.model
+    schedule = make_schedule(config.schedule, config.lr, **_schedule_options(config))
+    batches = Batches(
+        run.data.x_train,
+        config.batch_size,
+        run.rng,
+        binarize=config.binarize,
+        dtype=model.dtype,
+        static_seed=config.seed,
+    )
+    x_val, x_test = _eval_arrays(run)
+    stop = _StopFlag()
+    while run.epoch < config.epochs:
+        epoch = run.epoch + 1
+        run.optimizer.lr = schedule(run.epoch)
+        partial = run.partial or {"order": batches.draw_order(), "batch": 0, "sums": {}, "n": 0}
+        run.partial = {}
+        started = time.perf_counter()
+        bar = _progress(len(batches), f"epoch {epoch}/{config.epochs}", partial["batch"])
+        for index, x in batches.iter_from(partial["order"], partial["batch"]):
+            report = model.loss(x, run.rng, step=run.step)
+            _check_finite(run, report["loss"], epoch, index)
+            if config.clip:
+                clip_grad_norm(model.grads, config.clip)
+            run.optimizer.step(model.grads)
+            run.step += 1
+            for key in ("loss", "recon", "kl"):
+                partial["sums"][key] = partial["sums"].get(key, 0.0) + report.get(key, 0.0) * len(x)
+            partial["n"] += len(x)
+            partial["batch"] = index + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{partial['sums']['loss'] / partial['n']:.2f}", refresh=False)
+            if stop.signal:
+                _save(run, "last.npz", partial=partial)
+                raise TrainingStopped(
+                    f"stopped by {stop.name} at epoch {epoch}, batch {index + 1}; checkpoint "
+                    f"written; continue with: python -m npvae.train --resume {run.folder}",
+                    EXIT_INTERRUPTED,
+                )
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - started
+        row = _epoch_row(run, epoch, partial, seconds, x_val, x_test)
+        run.epoch = epoch
+        _append_metrics(run.folder / "metrics.csv", row)
+        selection = row["val_loss"] if x_val is not None else row["train_loss"]
+        if selection < run.best:
+            run.best = selection
+            _save(run, "best.npz")
+        _save(run, "last.npz")
+        print(_epoch_line(row, config.epochs), flush=True)
+    stop.restore()
+
+
+def _epoch_row(run: Run, epoch: int, partial: dict, seconds: float, x_val, x_test) -> dict:
+    """One line of metrics.csv: the epoch's running training averages and evaluations."""
+    sums, n = partial["sums"], partial["n"]
+    row = {
+        "epoch": epoch,
+        "lr": run.optimizer.lr,
+        "train_loss": sums["loss"] / n,
+        "train_recon": sums["recon"] / n,
+        "train_kl": sums["kl"] / n if "kl" in sums and run.config.model in ("vae", "iwae") else "",
+        "val_loss": "",
+        "seconds": round(seconds, 3),
+        "examples_per_second": round(n / seconds, 1) if seconds > 0 else "",
+    }
+    eval_rng = np.random.default_rng([run.config.seed, epoch, 1])
+    if x_val is not None:
+        row["val_loss"] = evaluate.evaluate_loss(run.model, x_val, eval_rng)["loss"]
+    test = evaluate.evaluate_loss(run.model, x_test, eval_rng)
+    row.update(test_loss=test["loss"], test_recon=test["recon"], test_kl=test.get("kl", ""))
+    return row
+
+
+def _check_finite(run: Run, loss: float, epoch: int, index: int) -> None:
+    """The NaN guard: stop before a non-finite loss or gradient reaches the parameters."""
+    grads = run.model.grads.values()
+    if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads):
+        return
+    what = "loss" if not math.isfinite(loss) else "gradient"
+    raise TrainingStopped(
+        f"the {what} became NaN or infinite at epoch {epoch}, batch {index + 1}; "
+        f"lower the learning rate (--lr {run.config.lr:g}) or clip gradients (--clip 1); "
+        f"the last good checkpoint is in {run.folder / 'checkpoints'}",
+        EXIT_NAN,
+    )
+
+
+def _save(run: Run, name: str, partial: dict | None = None) -> None:
+    extra = {"best": run.best}
+    arrays = {}
+    if partial is not None:
+        extra["partial"] = {key: partial[key] for key in ("batch", "sums", "n")}
+        arrays["order"] = partial["order"]
+    save_checkpoint(
+        run.folder / "checkpoints" / name,
+        run.model,
+        run.optimizer,
+        run.rng,
+        epoch=run.epoch,
+        step=run.step,
+        config=asdict(run.config),
+        extra=extra,
+        run_arrays=arrays,
+    )
+
+
+# ----- the end ---------------------------------------------------------------------------
+
+
+def finish(run: Run) -> dict:
+    """Final evaluation on the test set, ``results.json`` and the figures."""
+    config, model = run.config, run.model
+    _, x_test = _eval_arrays(run)
+    rng = np.random.default_rng([config.seed, run.epoch, 2])
+    results = {"epochs": run.epoch, "test": evaluate.evaluate_loss(model, x_test, rng)}
+    if hasattr(model, "log_importance_weights"):
+        if config.ll_samples:
+            n = config.ll_examples or len(x_test)
+            ll = evaluate.log_likelihood(model, x_test[:n], rng, n_samples=config.ll_samples)
+            results["test_log_likelihood"] = {
+                "nats": float(ll.mean()),
+                "samples": config.ll_samples,
+                "examples": len(ll),
+            }
+        count, variances = evaluate.active_units(model, x_test)
+        results["active_units"] = count
+        results["posterior_mean_variance"] = [round(float(v), 5) for v in variances]
+    _write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
+    if config.figures:
+        plots.make_figures(model, x_test, run.data.y_test, run.folder, rng)
+        rows = _read_metrics(run.folder / "metrics.csv")
+        if rows:
+            plots.plot_curves(run.folder / "curves.png", rows)
+    return results
+
+
+def _summary(results: dict) -> str:
+    test = results["test"]
+    parts = [f"test loss {test['loss']:.2f}"]
+    if "kl" in test:
+        parts.append(f"(reconstruction {test['recon']:.2f}, KL {test['kl']:.2f})")
+    if "test_log_likelihood" in results:
+        ll = results["test_log_likelihood"]
+        parts.append(f"log p(x) ≈ {ll['nats']:.2f} ({ll['samples']} samples)")
+    if "active_units" in results:
+        parts.append(f"{results['active_units']} active units")
+    return ", ".join(parts)
+
+
+# ----- helpers ---------------------------------------------------------------------------
+
+
+def _eval_arrays(run: Run):
+    """Validation and test images as floats of the model's dtype, binarised once if asked."""
+
+    def prepare(images):
+        if len(images) == 0:
+            return None
+        if run.config.binarize != "none":
+            return binarize_static(images, run.config.seed + 1).astype(run.model.dtype)
+        return (images / np.float32(255)).astype(run.model.dtype)
+
+    return prepare(run.data.x_val), prepare(run.data.x_test)
+
+
+def _schedule_options(config: Config) -> dict:
+    if config.schedule == "step":
+        return {"step_size": config.lr_step, "gamma": config.lr_gamma}
+    if config.schedule == "exponential":
+        return {"gamma": config.lr_gamma}
+    return {}
+
+
+class _StopFlag:
+    """Ctrl-C and SIGTERM ask the loop to stop after the current batch."""
+
+    def __init__(self) -> None:
+        self.signal = None
+        self._previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _progress(total: int, description: str, initial: int):
+    """A tqdm bar on a terminal; None otherwise (then one line per epoch is printed)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, leave=False, mininterval=0.5)
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    line = f"epoch {row['epoch']}/{epochs}  train {row['train_loss']:.2f}"
+    if row["val_loss"] != "":
+        line += f"  val {row['val_loss']:.2f}"
+    line += f"  test {row['test_loss']:.2f}"
+    if row["test_kl"] != "":
+        line += f" (recon {row['test_recon']:.2f}, KL {row['test_kl']:.2f})"
+    return line + f"  {row['seconds']:.1f} s, {row['examples_per_second']:.0f} ex/s"
+
+
+def _versions() -> dict:
+    import numba
+
+    return {"npvae": __version__, "numpy": np.__version__, "numba": numba.__version__}
+
+
+def _write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", newline="") as file:
+        writer = csv.DictWriter(file, METRICS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a", newline="") as file:
+        csv.DictWriter(file, METRICS).writerow({key: _format(row.get(key, "")) for key in METRICS})
+
+
+def _format(value):
+    return repr(value) if isinstance(value, float) else value
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
+    try:
+        config, given, resume_dir = parse_args(argv)
+        run = resume(resume_dir, given) if resume_dir else start(config)
+        print(f"run folder: {run.folder}", flush=True)
+        print(f"data: {run.data.summary()}", flush=True)
+        print(f"model: {run.model!r}", flush=True)
+        train(run)
+        results = finish(run)
+        print(f"done: {_summary(results)}", flush=True)
+        return 0
+    except TrainingStopped as stop:
+        print(stop, file=sys.stderr)
+        return stop.status
+    except NpvaeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
