@@ -21,7 +21,10 @@ Randomness comes only from the ``numpy.random.Generator`` passed in, in a
 fixed order: at the start of each epoch one ``permutation`` (if shuffling),
 then for each batch one ``random`` draw of the batch's shape (if dynamic).
 So saving ``rng.bit_generator.state`` at the end of an epoch and restoring it
-reproduces the rest of the run exactly.
+reproduces the rest of the run exactly.  To stop and resume in the middle of
+an epoch, drive the epoch yourself: ``order = batches.draw_order()``, then
+``for index, x in batches.iter_from(order, start_batch)``; save ``order``, the
+next batch index and the generator's state, and pass them back on resume.
 """
 
 from __future__ import annotations
@@ -171,26 +174,72 @@ class Batches:
         """
         order = self.draw_order()
         for batch_index in range(len(self)):
-            indices = order[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
+            indices = self._batch_rows(order, batch_index)
             yield indices, self._make_batch(indices)
 
     def draw_order(self) -> np.ndarray:
-        """The row order of one epoch: a permutation from ``rng`` (if shuffling), ``(N,)``."""
-        n_examples = self.n_examples
-        return self.rng.permutation(n_examples) if self.shuffle else np.arange(n_examples)
+        """The row order of one epoch: a permutation from ``rng``, or 0..N-1.
 
-    def iter_from(self, order: np.ndarray, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-        """The batches of an epoch in ``order``, from batch number ``start`` on.
+        Together with :meth:`iter_from` this lets a trainer stop in the
+        middle of an epoch and resume it: save the order, the next batch
+        index and ``rng.bit_generator.state``; restore them; go on.
 
-        Yields ``(batch_index, batch)``.  With ``order`` from :meth:`draw_order`
-        and ``start`` the batches already done, a run interrupted mid-epoch
-        continues exactly (the trainer saves both, and ``rng``'s state).
+        Returns
+        -------
+        np.ndarray
+            (N,) int64.
         """
-        if order.shape != (self.n_examples,):
-            raise ConfigError(f"epoch order has shape {order.shape}, expected ({self.n_examples},)")
-        for batch_index in range(start, len(self)):
-            indices = order[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
-            yield batch_index, self._make_batch(indices)
+        if self.shuffle:
+            return self.rng.permutation(self.n_examples)
+        return np.arange(self.n_examples)
+
+    def iter_from(
+        self, order: np.ndarray, start_batch: int = 0
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """The batches of an epoch in ``order``, from batch ``start_batch`` on.
+
+        Parameters
+        ----------
+        order : np.ndarray
+            (N,) row order, from :meth:`draw_order` (possibly saved and loaded).
+        start_batch : int
+            Index of the first batch to yield, ``0 <= start_batch <= len(self)``.
+
+        Yields
+        ------
+        batch_index : int
+            Position of the batch in the epoch.
+        batch : np.ndarray
+            (B, D) of ``dtype``; a view of a reused buffer.
+
+        Raises
+        ------
+        DataError
+            If ``order`` is not a row order of these N examples, or
+            ``start_batch`` is out of range (a resumed run on other data).
+        """
+        order = np.asarray(order)
+        n_examples = self.n_examples
+        if (
+            order.shape != (n_examples,)
+            or order.dtype.kind not in "iu"
+            or (n_examples and (order.min() < 0 or order.max() >= n_examples))
+        ):
+            raise DataError(
+                f"saved batch order (shape {order.shape}, dtype {order.dtype}) is not an order "
+                f"of these {n_examples} examples; resume with the data the run started on"
+            )
+        if not 0 <= start_batch <= len(self):
+            raise DataError(
+                f"batch {start_batch} is outside the {len(self)} batches of an epoch; "
+                "resume with the batch size and data the run started on"
+            )
+        for batch_index in range(start_batch, len(self)):
+            yield batch_index, self._make_batch(self._batch_rows(order, batch_index))
+
+    def _batch_rows(self, order: np.ndarray, batch_index: int) -> np.ndarray:
+        start = batch_index * self.batch_size
+        return order[start : start + self.batch_size]
 
     def _make_batch(self, indices: np.ndarray) -> np.ndarray:
         size = len(indices)
