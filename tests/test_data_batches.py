@@ -124,6 +124,35 @@ def test_dynamic_binarisation_resumes_from_generator_state(grey):
     np.testing.assert_array_equal(fresh[1], expected[1])
 
 
+def test_resume_in_the_middle_of_an_epoch(grey):
+    rng = np.random.default_rng(12)
+    batches = Batches(grey, 8, rng, binarize="dynamic")
+    order = batches.draw_order()
+    saved_order, saved_state, uninterrupted = None, None, []
+    for index, x in batches.iter_from(order):
+        uninterrupted.append(x.copy())
+        if index == 2:  # "stop" after batch 2: what a checkpoint would hold
+            saved_order, saved_state = order.copy(), rng.bit_generator.state
+    resumed_rng = np.random.default_rng(0)
+    resumed_rng.bit_generator.state = saved_state
+    resumed = Batches(grey, 8, resumed_rng, binarize="dynamic")
+    rest = [(index, x.copy()) for index, x in resumed.iter_from(saved_order, 3)]
+    assert [index for index, _ in rest] == [3, 4, 5, 6]
+    for (_, x), expected in zip(rest, uninterrupted[3:], strict=True):
+        np.testing.assert_array_equal(x, expected)
+
+
+def test_iter_from_rejects_an_order_of_other_data(grey):
+    batches = Batches(grey, 8, np.random.default_rng(0))
+    with pytest.raises(DataError, match="order of these 50 examples"):
+        next(batches.iter_from(np.arange(40)))
+    with pytest.raises(DataError, match="order of these 50 examples"):
+        next(batches.iter_from(np.arange(50) + 1))
+    with pytest.raises(DataError, match="outside the 7 batches"):
+        next(batches.iter_from(np.arange(50), 8))
+    assert list(batches.iter_from(np.arange(50), 7)) == []  # resumed right at the epoch's end
+
+
 @pytest.mark.parametrize(
     ("x", "pattern"),
     [

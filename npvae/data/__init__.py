@@ -14,6 +14,7 @@ Quick tour, the way a training script uses it::
         for x in train:             # (B, 784) float32 in {0, 1}; overwritten next batch
             ...
     # resume: save rng.bit_generator.state at an epoch's end, restore it, go on
+    # (mid-epoch: draw_order() / iter_from(order, start_batch), see Batches)
 
 Modules, bottom up
 ------------------
@@ -47,7 +48,11 @@ Modules, bottom up
     epoch of (B, D) float batches scaled to [0, 1]; ``binarize`` is
     ``"none"``, ``"static"`` (one fixed draw from ``static_seed``) or
     ``"dynamic"`` (a new draw per batch from ``rng``).
-    ``iter_with_indices()`` also yields each batch's row indices.
+    ``iter_with_indices()`` also yields each batch's row indices;
+    ``draw_order() -> (N,) int64`` and ``iter_from(order, start_batch=0)``
+    (yielding ``(batch_index, batch)``) let a trainer stop and resume in the
+    middle of an epoch.  ``binarize_static(x, seed) -> (N, D) uint8 0/1`` is
+    the fixed draw on its own (e.g. for validation and test images).
 
 Errors: a bad or missing file raises :class:`npvae.errors.DataError`, a bad
 option (unknown dataset or binarisation, batch size, validation size)
