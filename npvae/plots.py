@@ -29,12 +29,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def tile(images: np.ndarray, n_cols: int, gap: int = 1) -> np.ndarray:
-    """Arrange ``images (n, D)`` with square ``D`` in a grid ``n_cols`` wide; returns 2-D."""
+def tile(images: np.ndarray, n_cols: int, gap: int = 2) -> np.ndarray:
+    """Arrange ``images (n, D)`` with square ``D`` in a grid ``n_cols`` wide; returns 2-D.
+
+    Gaps are 0 (paper white, as drawn with the ``gray_r`` colour map).
+    """
     n, dim = images.shape
     side = int(round(np.sqrt(dim)))
     n_rows = -(-n // n_cols)
-    canvas = np.ones((n_rows * (side + gap) - gap, n_cols * (side + gap) - gap))
+    canvas = np.zeros((n_rows * (side + gap) - gap, n_cols * (side + gap) - gap))
     for i, image in enumerate(images):
         row, col = divmod(i, n_cols)
         top, left = row * (side + gap), col * (side + gap)

@@ -132,17 +132,14 @@ def load_data(config: Config):
         try:
             data = load_dataset("mnist", config.data_dir)
         except DataError as err:
-            print(f"MNIST is not available ({_first_clause(err)}); training on the embedded digits")
+            reason = "no local copy, and the download failed" if "download" in str(err) else err
+            print(f"MNIST is not available ({reason}); training on the embedded digits instead")
             data = load_dataset("digits")
     else:
         data = load_dataset(config.dataset, config.data_dir)
     if config.val_size:
         data = split_validation(data, config.val_size, config.seed)
     return data
-
-
-def _first_clause(err: Exception) -> str:
-    return str(err).split(";")[0]
 
 
 def start(config: Config) -> Run:
