@@ -1,0 +1,629 @@
+"""Hot elementwise and reduction kernels, each beside its NumPy reference.
+
+Every kernel comes in two forms:
+
+``<name>_ref``
+    The readable NumPy definition.  It is the specification: the tests hold
+    the fast form to it, and ``docs/backprop.md`` derives it.
+``<name>``
+    What the rest of npvae calls: a small wrapper that checks its arguments,
+    allocates the output and runs a plain-loop ``_<name>_kernel`` compiled by
+    :func:`npvae._jit.jit`.  With ``NPVAE_USE_NUMBA=0`` the same loops run as
+    ordinary (slow) Python and give the same answers.
+
+A compiled kernel earns its place only by beating its reference at the shapes
+npvae uses (``benchmarks/bench_kernels.py``, results in
+``benchmarks/README.md``).  The KL and reparameterisation functions did not:
+at latent sizes (128 x 20 or 50) the time goes to call overhead and to one
+libm call per entry (``exp``, ``expm1``) that NumPy makes just as fast, so
+their public forms check the arguments and run the NumPy reference.
+
+Conventions shared by every function here:
+
+* Arrays are float32 or float64, and all float inputs of one call share one
+  dtype; the result has that dtype too.  Elementwise math runs in the input
+  dtype; a row sum is accumulated in float64 and cast back once, so float32
+  training never pays for a silent upcast of whole arrays.
+* Reductions take 2-D ``(N, D)`` arrays (rows are examples, columns pixels or
+  latent dimensions) and return ``(N,)``.  Elementwise functions take any
+  shape, as long as their inputs agree.
+* NaN in, NaN out: a NaN in any input makes the affected output entry (and
+  so its row's sum) NaN, never a silently finite number.  Every branch in a
+  kernel is written so that a NaN (for which every comparison is false)
+  falls through to arithmetic that returns NaN, and ``_jit`` leaves the
+  ``nnan`` fast-math flag out.
+* numba's on-disk cache watches only the file a kernel is defined in, so every
+  kernel and everything it calls stays in this module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npvae._jit import jit, prange
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_arrays(ndim: int | None = None, **arrays: np.ndarray) -> list[np.ndarray]:
+    """C-contiguous forms of same-shape, same-dtype float arrays, checked.
+
+    Parameters
+    ----------
+    ndim : int, optional
+        Required number of dimensions (2 for the row reductions).
+    **arrays : array_like
+        The inputs by argument name (the names go into the error messages).
+
+    Returns
+    -------
+    list of ndarray, in argument order; an input that already is a
+    C-contiguous ndarray comes back unchanged (no copy).
+
+    Raises
+    ------
+    TypeError
+        A dtype is not float32/float64, or the dtypes differ.
+    ValueError
+        The shapes differ, or the number of dimensions is not ``ndim``.
+    """
+    checked = [np.ascontiguousarray(array) for array in arrays.values()]
+    dtype, shape = checked[0].dtype, checked[0].shape
+    # Fast path, taken every training step: identity of the (singleton) dtype
+    # objects is cheaper than dtype equality; anything unusual takes the loop.
+    if (
+        (dtype is _FLOAT_DTYPES[0] or dtype is _FLOAT_DTYPES[1])
+        and (ndim is None or len(shape) == ndim)
+        and all(array.dtype is dtype and array.shape == shape for array in checked)
+    ):
+        return checked
+    first_name = next(iter(arrays))
+    for name, array in zip(arrays, checked):
+        if array.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
+        if array.dtype != dtype:
+            raise TypeError(
+                f"{name} is {array.dtype} but {first_name} is {dtype}; "
+                "cast both to the model's dtype"
+            )
+        if ndim is not None and array.ndim != ndim:
+            raise ValueError(f"{name} must be {ndim}-D (N, D), got shape {array.shape}")
+        if array.shape != shape:
+            raise ValueError(f"{name} has shape {array.shape} but {first_name} has {shape}")
+    return checked
+
+
+# ---------------------------------------------------------------------------
+# Bernoulli log-likelihood from logits
+# ---------------------------------------------------------------------------
+
+
+def softplus_ref(x: np.ndarray) -> np.ndarray:
+    """``log(1 + exp(x))`` without overflow: ``max(x, 0) + log1p(exp(-|x|))``.
+
+    Shapes: any, output like ``x``.
+    """
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def bernoulli_log_prob_ref(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """``sum_j x log sigmoid(l) + (1 - x) log(1 - sigmoid(l))`` per row.
+
+    Written as ``sum_j x l - softplus(l)`` (minus binary cross-entropy with
+    logits), which is exact and finite for any logit.
+    See ``docs/backprop.md#bernoulli-log-likelihood``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D)
+        Targets in [0, 1] (binary or continuous pixels).
+    logits : ndarray, shape (N, D)
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    # Subtract max(l, 0) before log1p(exp(-|l|)): for a confident, correct
+    # prediction x l - max(l, 0) is exactly 0, and the tiny log1p term survives
+    # instead of vanishing into the rounding of a large softplus.
+    return np.sum(x * logits - np.maximum(logits, 0) - np.log1p(np.exp(-np.abs(logits))), axis=1)
+
+
+def bernoulli_log_prob_and_grad_ref(x: np.ndarray, logits: np.ndarray):
+    """Log-likelihood per row and its gradient ``x - sigmoid(logits)``.
+
+    See ``docs/backprop.md#bernoulli-log-likelihood``.
+
+    Parameters
+    ----------
+    x, logits : ndarray, shape (N, D)
+
+    Returns
+    -------
+    log_prob : ndarray, shape (N,)
+    dlogits : ndarray, shape (N, D)
+        ``d log_prob[i] / d logits[i, j]``.
+    """
+    return bernoulli_log_prob_ref(x, logits), x - sigmoid_ref(logits)
+
+
+#: Kernels built on :func:`_log1p_unit` are compiled without fast-math: under
+#: reassociation the compiler may fold ``(1 + e) - 1`` into ``e``, which is the
+#: one rounding error that function exists to cancel.
+_STRICT: frozenset[str] = frozenset()
+
+
+@jit(fastmath=_STRICT)
+def _log1p_unit(e, one):
+    """``log(1 + e)`` for ``0 <= e <= 1``, accurate to a few ulp, without ``log1p``.
+
+    glibc's ``log1p`` costs three to five ``log`` calls (about 22 ns against
+    5-8 ns on the benchmark machine), and softplus needs one for every pixel.
+    With ``u = fl(1 + e)``, ``log(u) * e / (u - 1)`` cancels the rounding of
+    ``u`` (Goldberg, "What every computer scientist should know about
+    floating-point arithmetic", 1991, theorem 4); ``u == 1`` means ``e`` is
+    below half an ulp of 1, where ``log(1 + e) = e`` to working precision.
+    ``one`` is 1 in the dtype of ``e``.  NaN in, NaN out.
+    """
+    u = one + e
+    if u == one:
+        return e
+    return np.log(u) * (e / (u - one))
+
+
+@jit(parallel=True, fastmath=_STRICT)
+def _bernoulli_log_prob_kernel(x, logits, log_prob):
+    n_rows, n_cols = logits.shape
+    zero = logits.dtype.type(0)
+    one = logits.dtype.type(1)
+    for i in prange(n_rows):
+        total = np.float64(0)
+        for j in range(n_cols):
+            logit = logits[i, j]
+            positive_part = logit if logit > zero else zero
+            # exp(-|l|) lies in (0, 1]: it cannot overflow for any logit.
+            total += (x[i, j] * logit - positive_part) - _log1p_unit(np.exp(-abs(logit)), one)
+        log_prob[i] = total
+
+
+@jit(parallel=True, fastmath=_STRICT)
+def _bernoulli_log_prob_and_grad_kernel(x, logits, log_prob, dlogits):
+    n_rows, n_cols = logits.shape
+    zero = logits.dtype.type(0)
+    one = logits.dtype.type(1)
+    for i in prange(n_rows):
+        total = np.float64(0)
+        for j in range(n_cols):
+            logit = logits[i, j]
+            exp_neg_abs = np.exp(-abs(logit))
+            sigmoid_abs = one / (one + exp_neg_abs)
+            if logit > zero:
+                positive_part = logit
+                sigmoid = sigmoid_abs
+            else:
+                positive_part = zero
+                sigmoid = exp_neg_abs * sigmoid_abs
+            total += (x[i, j] * logit - positive_part) - _log1p_unit(exp_neg_abs, one)
+            dlogits[i, j] = x[i, j] - sigmoid
+        log_prob[i] = total
+
+
+def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Compiled :func:`bernoulli_log_prob_ref`: ``(N, D), (N, D) -> (N,)``.
+
+    See ``docs/backprop.md#bernoulli-log-likelihood``.
+    """
+    x, logits = _float_arrays(2, x=x, logits=logits)
+    log_prob = np.empty(logits.shape[0], dtype=logits.dtype)
+    _bernoulli_log_prob_kernel(x, logits, log_prob)
+    return log_prob
+
+
+def bernoulli_log_prob_and_grad(x: np.ndarray, logits: np.ndarray):
+    """Compiled :func:`bernoulli_log_prob_and_grad_ref`, one pass over the logits.
+
+    See ``docs/backprop.md#bernoulli-log-likelihood``.
+
+    Parameters
+    ----------
+    x, logits : ndarray, shape (N, D)
+
+    Returns
+    -------
+    log_prob : ndarray, shape (N,)
+    dlogits : ndarray, shape (N, D)
+    """
+    x, logits = _float_arrays(2, x=x, logits=logits)
+    log_prob = np.empty(logits.shape[0], dtype=logits.dtype)
+    dlogits = np.empty_like(logits)
+    _bernoulli_log_prob_and_grad_kernel(x, logits, log_prob, dlogits)
+    return log_prob, dlogits
+
+
+# ---------------------------------------------------------------------------
+# KL(N(mu, diag exp(log_var)) || N(0, I))
+# ---------------------------------------------------------------------------
+# exp(log_var) - 1 is written expm1(log_var): near log_var = 0 the KL of a
+# dimension is about log_var**2 / 4, and exp(log_var) - 1 would lose it to
+# rounding (in float32, all of it once |log_var| < 3e-4).
+
+
+def gaussian_kl_per_dim_ref(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """``0.5 (mu^2 + exp(log_var) - 1 - log_var)`` entry by entry.
+
+    See ``docs/backprop.md#gaussian-kl``.  Shapes: ``mu``, ``log_var`` and the
+    result all ``(N, D)`` (any shape works).
+    """
+    return 0.5 * (mu * mu + np.expm1(log_var) - log_var)
+
+
+def gaussian_kl_ref(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """KL of a diagonal Gaussian to N(0, I), per row: ``(N, D), (N, D) -> (N,)``.
+
+    See ``docs/backprop.md#gaussian-kl``.
+    """
+    return np.sum(gaussian_kl_per_dim_ref(mu, log_var), axis=1)
+
+
+def gaussian_kl_grad_ref(mu: np.ndarray, log_var: np.ndarray):
+    """Gradient of the KL: ``dmu = mu``, ``dlog_var = 0.5 (exp(log_var) - 1)``.
+
+    See ``docs/backprop.md#gaussian-kl``.  Shapes: all ``(N, D)``.
+    Returns ``(dmu, dlog_var)``; ``dmu`` is a copy, never ``mu`` itself.
+    """
+    return mu.copy(), 0.5 * np.expm1(log_var)
+
+
+def gaussian_kl(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """:func:`gaussian_kl_ref` with checked arguments: ``(N, D), (N, D) -> (N,)``.
+
+    See ``docs/backprop.md#gaussian-kl``.
+    """
+    mu, log_var = _float_arrays(2, mu=mu, log_var=log_var)
+    return gaussian_kl_ref(mu, log_var)
+
+
+def gaussian_kl_per_dim(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """:func:`gaussian_kl_per_dim_ref` with checked arguments: ``(N, D) x 2 -> (N, D)``.
+
+    For free bits and for reporting which latent dimensions are in use.
+    See ``docs/backprop.md#gaussian-kl``.
+    """
+    mu, log_var = _float_arrays(mu=mu, log_var=log_var)
+    return gaussian_kl_per_dim_ref(mu, log_var)
+
+
+def gaussian_kl_grad(mu: np.ndarray, log_var: np.ndarray):
+    """:func:`gaussian_kl_grad_ref` with checked arguments.
+
+    Returns ``(dmu, dlog_var)``, each ``(N, D)``.  See ``docs/backprop.md#gaussian-kl``.
+    """
+    mu, log_var = _float_arrays(mu=mu, log_var=log_var)
+    return gaussian_kl_grad_ref(mu, log_var)
+
+
+# ---------------------------------------------------------------------------
+# Reparameterised sample z = mu + sigma * eps
+# ---------------------------------------------------------------------------
+
+
+def reparameterize_ref(mu: np.ndarray, log_var: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """``z = mu + exp(log_var / 2) * eps``: a draw from N(mu, diag exp(log_var)).
+
+    See ``docs/backprop.md#reparameterisation``.  Shapes: all ``(N, D)``
+    (any shape works); ``eps`` is standard normal noise drawn by the caller.
+    """
+    return mu + np.exp(0.5 * log_var) * eps
+
+
+def reparameterize_backward_ref(dz: np.ndarray, log_var: np.ndarray, eps: np.ndarray):
+    """Gradients through the sample for fixed ``eps``.
+
+    ``dmu = dz`` and ``dlog_var = dz * eps * 0.5 * exp(log_var / 2)``.
+    See ``docs/backprop.md#reparameterisation``.  Shapes: all ``(N, D)``.
+    Returns ``(dmu, dlog_var)``; ``dmu`` is a copy, never ``dz`` itself.
+    """
+    return dz.copy(), dz * eps * 0.5 * np.exp(0.5 * log_var)
+
+
+def reparameterize(mu: np.ndarray, log_var: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """:func:`reparameterize_ref` with checked arguments: ``(N, D) x 3 -> z (N, D)``.
+
+    See ``docs/backprop.md#reparameterisation``.
+    """
+    mu, log_var, eps = _float_arrays(mu=mu, log_var=log_var, eps=eps)
+    return reparameterize_ref(mu, log_var, eps)
+
+
+def reparameterize_backward(dz: np.ndarray, log_var: np.ndarray, eps: np.ndarray):
+    """:func:`reparameterize_backward_ref` with checked arguments.
+
+    Returns ``(dmu, dlog_var)``, each ``(N, D)``.  See ``docs/backprop.md#reparameterisation``.
+    """
+    dz, log_var, eps = _float_arrays(dz=dz, log_var=log_var, eps=eps)
+    return reparameterize_backward_ref(dz, log_var, eps)
+
+
+# ---------------------------------------------------------------------------
+# Row-wise log-sum-exp
+# ---------------------------------------------------------------------------
+
+
+def logsumexp_ref(a: np.ndarray) -> np.ndarray:
+    """``log(sum_j exp(a[i, j]))`` per row, shifted by the row maximum so it never overflows.
+
+    A row of all ``-inf`` gives ``-inf``, a row holding ``+inf`` gives
+    ``+inf``, a row holding NaN gives NaN.  See ``docs/backprop.md#log-sum-exp``.
+
+    Parameters
+    ----------
+    a : ndarray, shape (N, D)
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    row_max = np.max(a, axis=1, keepdims=True)
+    # An infinite or NaN maximum cannot be subtracted (inf - inf is NaN); with
+    # no shift, exp() itself then yields the right 0, inf or NaN.
+    shift = np.where(np.isfinite(row_max), row_max, 0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(np.exp(a - shift), axis=1)) + shift[:, 0]
+
+
+@jit(parallel=True)
+def _logsumexp_kernel(a, out):
+    n_rows, n_cols = a.shape
+    for i in prange(n_rows):
+        row_max = a.dtype.type(-np.inf)
+        for j in range(n_cols):
+            value = a[i, j]
+            # Once row_max is NaN no comparison is true, so it stays NaN.
+            if value > row_max or value != value:
+                row_max = value
+        if row_max == -np.inf:
+            out[i] = row_max
+            continue
+        shift = row_max if np.isfinite(row_max) else a.dtype.type(0)
+        total = np.float64(0)
+        for j in range(n_cols):
+            total += np.exp(a[i, j] - shift)
+        out[i] = np.log(total) + shift
+
+
+def logsumexp(a: np.ndarray) -> np.ndarray:
+    """Compiled :func:`logsumexp_ref`: ``(N, D) -> (N,)``; rows may be wide (D = 5000).
+
+    See ``docs/backprop.md#log-sum-exp``.
+    """
+    (a,) = _float_arrays(2, a=a)
+    out = np.empty(a.shape[0], dtype=a.dtype)
+    _logsumexp_kernel(a, out)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Adam
+# ---------------------------------------------------------------------------
+
+
+def adam_update_ref(param, grad, m, v, lr, beta1, beta2, eps, step) -> None:
+    """One Adam step, in place on ``param``, ``m`` and ``v``.
+
+    ``m = b1 m + (1 - b1) g``; ``v = b2 v + (1 - b2) g^2``;
+    ``param -= lr * m_hat / (sqrt(v_hat) + eps)`` with the bias-corrected
+    ``m_hat = m / (1 - b1^step)`` and ``v_hat = v / (1 - b2^step)``.
+    See ``docs/backprop.md#adam``.
+
+    Parameters
+    ----------
+    param, grad, m, v : ndarray, one shape (any), one float dtype
+    lr, beta1, beta2, eps : float
+    step : int
+        1-based count of steps taken, this one included.
+    """
+    lr, beta1, beta2, eps = float(lr), float(beta1), float(beta2), float(eps)
+    m *= beta1
+    m += (1 - beta1) * grad
+    v *= beta2
+    v += (1 - beta2) * grad**2
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+@jit(parallel=True)
+def _adam_kernel(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                 bias1, bias2, eps):
+    for k in prange(param.size):
+        g = grad[k]
+        m[k] = beta1 * m[k] + one_minus_beta1 * g
+        v[k] = beta2 * v[k] + one_minus_beta2 * (g * g)
+        m_hat = m[k] / bias1
+        v_hat = v[k] / bias2
+        param[k] -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step) -> None:
+    """Compiled :func:`adam_update_ref`: one fused pass, in place, any shape.
+
+    ``param``, ``grad``, ``m`` and ``v`` must share one shape and one float
+    dtype and be C-contiguous (they are updated through flat views).  Scalars
+    are cast to that dtype, so float32 parameters stay float32 throughout.
+    See ``docs/backprop.md#adam``.
+    """
+    arrays = {"param": param, "grad": grad, "m": m, "v": v}
+    for name, array in arrays.items():
+        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous):
+            raise ValueError(f"adam_update: {name} must be a C-contiguous ndarray (in place)")
+    _float_arrays(**arrays)
+    as_dtype = param.dtype.type
+    lr, beta1, beta2, eps = float(lr), float(beta1), float(beta2), float(eps)
+    _adam_kernel(
+        param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+        as_dtype(lr), as_dtype(beta1), as_dtype(1 - beta1), as_dtype(beta2), as_dtype(1 - beta2),
+        as_dtype(1 - beta1**step), as_dtype(1 - beta2**step), as_dtype(eps),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Activations
+# ---------------------------------------------------------------------------
+
+
+def sigmoid_ref(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` without overflow, via ``exp(-|x|)``.  Shapes: any."""
+    exp_neg_abs = np.exp(-np.abs(x))
+    return np.where(x > 0, 1 / (1 + exp_neg_abs), exp_neg_abs / (1 + exp_neg_abs))
+
+
+def relu_forward_ref(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0)``.  Shapes: any."""
+    return np.maximum(x, 0)
+
+
+def relu_backward_ref(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``dout`` where the ReLU output ``out > 0``, else 0; NaN where ``out`` is NaN.
+
+    Shapes: any, output like ``dout``.
+    """
+    return dout * np.heaviside(out, 0)
+
+
+def elu_ref(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """``x`` where ``x > 0``, else ``alpha (exp(x) - 1)``.  Shapes: any."""
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+@jit(parallel=True, fastmath=_STRICT)
+def _softplus_kernel(x, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for k in prange(x.size):
+        value = x[k]
+        positive_part = value if value > zero else zero
+        out[k] = positive_part + _log1p_unit(np.exp(-abs(value)), one)
+
+
+@jit(parallel=True)
+def _sigmoid_kernel(x, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for k in prange(x.size):
+        exp_neg_abs = np.exp(-abs(x[k]))
+        sigmoid_abs = one / (one + exp_neg_abs)
+        out[k] = sigmoid_abs if x[k] > zero else exp_neg_abs * sigmoid_abs
+
+
+@jit
+def _relu_forward_kernel(x, out):
+    zero = x.dtype.type(0)
+    for k in range(x.size):
+        out[k] = zero if x[k] < zero else x[k]
+
+
+@jit
+def _relu_backward_kernel(dout, out, dx):
+    zero = out.dtype.type(0)
+    one = out.dtype.type(1)
+    for k in range(out.size):
+        # The step function of out: 1, 0, or NaN when out is NaN.
+        step = one if out[k] > zero else (zero if out[k] <= zero else out[k])
+        dx[k] = dout[k] * step
+
+
+@jit(parallel=True)
+def _elu_kernel(x, alpha, out):
+    for k in prange(x.size):
+        value = x[k]
+        out[k] = value if value > 0 else alpha * np.expm1(value)
+
+
+def _elementwise(kernel, x):
+    (x,) = _float_arrays(x=x)
+    out = np.empty_like(x)
+    kernel(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """Compiled :func:`softplus_ref`.  Shapes: any, output like ``x``."""
+    return _elementwise(_softplus_kernel, x)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Compiled :func:`sigmoid_ref`.  Shapes: any, output like ``x``."""
+    return _elementwise(_sigmoid_kernel, x)
+
+
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """Compiled :func:`relu_forward_ref`.  Shapes: any, output like ``x``."""
+    return _elementwise(_relu_forward_kernel, x)
+
+
+def relu_backward(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Compiled :func:`relu_backward_ref`.  Shapes: any, output like ``dout``."""
+    dout, out = _float_arrays(dout=dout, out=out)
+    dx = np.empty_like(dout)
+    _relu_backward_kernel(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Compiled :func:`elu_ref`.  Shapes: any, output like ``x``."""
+    (x,) = _float_arrays(x=x)
+    out = np.empty_like(x)
+    _elu_kernel(x.reshape(-1), x.dtype.type(alpha), out.reshape(-1))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Binarisation
+# ---------------------------------------------------------------------------
+
+
+def binarize_ref(x: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """One Bernoulli draw per pixel: 1 where the pixel's intensity exceeds ``uniform``.
+
+    Parameters
+    ----------
+    x : ndarray, any shape, uint8 (0..255, scaled by 1/255) or float in [0, 1]
+    uniform : ndarray, shape of ``x``, float32 or float64
+        Uniform [0, 1) noise drawn by the caller.
+
+    Returns
+    -------
+    ndarray, shape of ``x``, dtype of ``uniform``; 0.0 or 1.0, NaN where
+    either input is NaN.
+    """
+    if x.dtype == np.uint8:
+        intensity = x.astype(uniform.dtype) / uniform.dtype.type(255)
+    else:
+        intensity = x
+    draw = (intensity > uniform).astype(uniform.dtype)
+    draw[np.isnan(intensity) | np.isnan(uniform)] = np.nan
+    return draw
+
+
+@jit
+def _binarize_kernel(x, scale, uniform, draw):
+    one = draw.dtype.type(1)
+    zero = draw.dtype.type(0)
+    nan = draw.dtype.type(np.nan)
+    for k in range(x.size):
+        intensity = x[k] / scale
+        draw[k] = one if intensity > uniform[k] else (zero if intensity <= uniform[k] else nan)
+
+
+def binarize(x: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """Compiled :func:`binarize_ref`: ``x`` (any shape, uint8 or float) -> 0/1 floats."""
+    x = np.ascontiguousarray(x)
+    (uniform,) = _float_arrays(uniform=uniform)
+    if x.shape != uniform.shape:
+        raise ValueError(f"uniform has shape {uniform.shape} but x has {x.shape}")
+    if x.dtype != np.uint8 and x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x must be uint8 or float32/float64, got {x.dtype}")
+    draw = np.empty_like(uniform)
+    scale = uniform.dtype.type(255 if x.dtype == np.uint8 else 1)
+    _binarize_kernel(x.reshape(-1), scale, uniform.reshape(-1), draw.reshape(-1))
+    return draw
