@@ -189,7 +189,7 @@ class VAE(Model):
         """Encoder, sampler and decoder for ``eps (S, N, d)``; caches for ``backward``."""
         n, d = len(x), self.latent_dim
         if eps.ndim != 3 or eps.shape[1:] != (n, d) or eps.dtype != self.dtype:
-            raise ConfigError(f"eps must be {self.dtype} of shape (S, {n}, {d}), got {eps.shape}")
+            raise ConfigError(f"eps must be {self.dtype} (S, {n}, {d}), got {eps.dtype}{eps.shape}")
         n_samples = eps.shape[0]
         h = self.encoder.forward(x)
         mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)
