@@ -207,7 +207,19 @@ def resume(folder: str, given: dict) -> Run:
 
 
 def train(run: Run) -> None:
-    """Epochs from ``run.epoch`` to ``config.epochs``; checkpoints after each."""
+    """Epochs from ``run.epoch`` to ``config.epochs``; checkpoints after each.
+
+    Ctrl-C and SIGTERM stop it after the current batch; their previous
+    handlers are back however it ends (``main`` may be called again).
+    """
+    stop = _StopFlag()
+    try:
+        _train_epochs(run, stop)
+    finally:
+        stop.restore()
+
+
+def _train_epochs(run: Run, stop: _StopFlag) -> None:
     config, model = run.config, run.model
     schedule = make_schedule(config.schedule, config.lr, **_schedule_options(config))
     batches = Batches(
@@ -219,7 +231,6 @@ def train(run: Run) -> None:
         static_seed=config.seed,
     )
     x_val, x_test = _eval_arrays(run)
-    stop = _StopFlag()
     while run.epoch < config.epochs:
         epoch = run.epoch + 1
         run.optimizer.lr = schedule(run.epoch)
@@ -260,7 +271,6 @@ def train(run: Run) -> None:
             _save(run, "best.npz")
         _save(run, "last.npz")
         print(_epoch_line(row, config.epochs), flush=True)
-    stop.restore()
 
 
 def _epoch_row(run: Run, epoch: int, partial: dict, seconds: float, x_val, x_test) -> dict:
