@@ -214,7 +214,10 @@ def train(run: Run) -> None:
     """
     stop = _StopFlag()
     try:
-        _train_epochs(run, stop)
+        # The NaN guard reports a divergence in one line; numpy's overflow
+        # warnings on the way there would only bury it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            _train_epochs(run, stop)
     finally:
         stop.restore()
 
