@@ -54,6 +54,7 @@ class Model:
     def __init__(self, config: dict) -> None:
         self.config = config
         self.dtype = resolve_dtype(config["dtype"])
+        config["dtype"] = self.dtype.name  # np.float32 itself is not JSON: save() needs the name
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self._parts: list = []
