@@ -176,6 +176,8 @@ def _coerce(name: str, value):
     if name == "hidden":
         return None if value is None else parse_hidden(value)
     default = FIELDS[name].default
+    if value is None and default is None:
+        return None  # config.json and checkpoints store an unset data_dir as null
     kind = type(default) if default is not None else str
     try:
         if kind is bool:
