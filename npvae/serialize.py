@@ -52,6 +52,11 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], heade
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as err:
+        Path(temporary).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write {path}: {err.strerror or err}; free some space or choose another folder"
+        ) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -68,9 +73,15 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file; check the path")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path}: a single array, not an npvae file (.npz)")
+        with archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except CheckpointError:
+        raise
+    # zipfile reports some damaged directories as NotImplementedError (a RuntimeError).
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as err:
         raise CheckpointError(
             f"{path}: damaged or truncated ({_reason(err)}); use another checkpoint or re-save"
         ) from None

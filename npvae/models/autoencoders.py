@@ -46,6 +46,8 @@ class Autoencoder(Model):
     """
 
     kind = "ae"
+    #: The settings a subclass adds to the constructor's (its penalty's, its noise's).
+    variant_settings: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -59,6 +61,9 @@ class Autoencoder(Model):
         seed: int = 0,
         **variant,
     ) -> None:
+        unknown = sorted(set(variant) - set(self.variant_settings))
+        if unknown:
+            raise ConfigError(f"{self.kind} has no setting {unknown[0]!r}")
         if reconstruction not in RECONSTRUCTIONS:
             raise ConfigError(
                 f"unknown reconstruction {reconstruction!r}: use 'bernoulli' or 'squared'"
@@ -98,7 +103,7 @@ class Autoencoder(Model):
 
     def decode(self, code: np.ndarray) -> np.ndarray:
         """``code (N, d) -> (N, D)``: pixel probabilities, or values for squared error."""
-        out = self.decoder.forward(np.asarray(code, dtype=self.dtype))
+        out = self.decoder.forward(self._check_latent(code, self.config["code_dim"]))
         return sigmoid(out) if self.config["reconstruction"] == "bernoulli" else out
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
@@ -186,6 +191,7 @@ class SparseAutoencoder(Autoencoder):
     """
 
     kind = "sparse-ae"
+    variant_settings = ("sparsity", "sparsity_weight", "target")
 
     def __init__(
         self,
@@ -239,6 +245,7 @@ class DenoisingAutoencoder(Autoencoder):
     """
 
     kind = "denoising-ae"
+    variant_settings = ("noise", "noise_level")
 
     def __init__(self, *args, noise: str = "mask", noise_level: float = 0.25, **kwargs) -> None:
         if noise not in NOISES:
@@ -283,6 +290,7 @@ class ContractiveAutoencoder(Autoencoder):
     """
 
     kind = "contractive-ae"
+    variant_settings = ("contraction",)
 
     def __init__(
         self,
@@ -300,9 +308,12 @@ class ContractiveAutoencoder(Autoencoder):
             )
         if contraction < 0:
             raise ConfigError(f"contraction must be >= 0, got {contraction}")
-        kwargs["hidden"] = ()
+        if len(args) > 1:
+            args = (args[0], (), *args[2:])
+        else:
+            kwargs["hidden"] = ()
         super().__init__(
-            *args[:1], code_activation=code_activation, contraction=float(contraction), **kwargs
+            *args, code_activation=code_activation, contraction=float(contraction), **kwargs
         )
 
     def jacobian_norm(self, x: np.ndarray) -> np.ndarray:

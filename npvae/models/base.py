@@ -84,6 +84,13 @@ class Model:
             )
         return x
 
+    def _check_latent(self, z, dim: int) -> np.ndarray:
+        """Codes ``z`` as ``(N, dim)`` of the model's dtype (a clear error otherwise)."""
+        z = np.asarray(z, dtype=self.dtype)
+        if z.ndim != 2 or z.shape[1] != dim:
+            raise ConfigError(f"expected codes of shape (N, {dim}), got {z.shape}")
+        return z
+
     def _noise(self, rng: np.random.Generator | None, shape: tuple[int, ...]) -> np.ndarray:
         """Standard normal noise of the model's dtype from ``rng`` (which is required)."""
         if rng is None:

@@ -156,7 +156,8 @@ class VAE(Model):
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """``z (N, d) -> (N, D)``: pixel probabilities (Bernoulli) or means (Gaussian)."""
-        return self.likelihood.mean(self.decoder.forward(np.asarray(z, dtype=self.dtype)))
+        z = self._check_latent(z, self.latent_dim)
+        return self.likelihood.mean(self.decoder.forward(z))
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Decode the posterior mean: ``x (N, D) -> (N, D)``, deterministic."""
