@@ -117,8 +117,8 @@ def plot_latent(path, codes: np.ndarray, labels: np.ndarray | None) -> Path:
         codes = centred @ components[:2].T
         axis_names = ("principal component 1", "principal component 2")
     fig, ax = plt.subplots(figsize=(6, 5))
-    colour = labels if labels is not None else "tab:blue"
-    points = ax.scatter(codes[:, 0], codes[:, 1], c=colour, cmap="tab10", s=3, alpha=0.7)
+    colour, cmap = (labels, "tab10") if labels is not None else ("tab:blue", None)
+    points = ax.scatter(codes[:, 0], codes[:, 1], c=colour, cmap=cmap, s=3, alpha=0.7)
     if labels is not None:
         fig.colorbar(points, ax=ax, ticks=np.unique(labels), label="label")
     ax.set_xlabel(axis_names[0])
