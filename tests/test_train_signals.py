@@ -1,0 +1,170 @@
+"""How a real training process stops: divergence, SIGTERM / SIGINT, and ``kill -9``.
+
+Each test starts the trainer as a subprocess (see ``train_support.Spawned``)
+on the tiny MNIST, so these are the slowest tests of the trainer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+from train_support import (
+    SMALL,
+    Spawned,
+    assert_same_run,
+    isolate,
+    loss_columns,
+    one_line,
+    only_run,
+    read_metrics,
+    run_main,
+    tiny_spec,
+    write_tiny_mnist,
+)
+
+from npvae.checkpoint import load_checkpoint
+from npvae.data import sources
+
+pytestmark = pytest.mark.slow
+
+BATCHES_PER_EPOCH = 4  # 256 images in batches of 64
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """``(data folder, checksums, environment)`` for in-process and spawned runs alike."""
+    env = isolate(monkeypatch, tmp_path)
+    folder = tmp_path / "data"
+    checksums = write_tiny_mnist(folder)
+    monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(checksums))
+    return folder, checksums, env
+
+
+def tiny_args(folder, out, *extra):
+    return ["--dataset", "mnist", "--data-dir", folder, "--out", out, *SMALL, *extra]
+
+
+def wait_for(path, process: Spawned, timeout: float = 120) -> None:
+    """Poll until ``path`` exists; fail if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.process.poll() is None, f"ended early:\n{process.stderr}"
+        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
+        time.sleep(0.02)
+
+
+def first_checkpoint(out, process: Spawned):
+    """Wait for the run folder and its first last.npz; returns the run folder."""
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(out.iterdir())):
+        assert process.process.poll() is None, f"ended early:\n{process.stderr}"
+        assert time.monotonic() < deadline, "no run folder after 120 s"
+        time.sleep(0.02)
+    run = only_run(out)
+    wait_for(run / "checkpoints" / "last.npz", process)
+    return run
+
+
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    folder, checksums, env = tiny
+    out = tmp_path / "runs"
+    # Adam at lr 1e-3 trains epoch 1; the step schedule then multiplies the rate by a
+    # million, and epoch 2 overflows within a few batches.
+    argv = tiny_args(folder, out, "--epochs", 3, "--schedule", "step", "--lr-step", 1,
+                     "--lr-gamma", 1e6)  # fmt: skip
+    process = Spawned(argv, checksums, env, tmp_path / "logs")
+    try:
+        status = process.wait()
+    finally:
+        process.stop()
+    assert status == 3
+    line = one_line(process.stderr)
+    assert re.fullmatch(
+        r"the (loss|gradient) became NaN or infinite at epoch 2, batch \d+; "
+        r"lower the learning rate .*clip gradients.*",
+        line,
+    ), line
+    run = only_run(out)
+    last = load_checkpoint(run / "checkpoints" / "last.npz")
+    assert (last.epoch, last.step) == (1, BATCHES_PER_EPOCH)
+    assert all(np.isfinite(value).all() for value in last.model.params.values())
+    assert load_checkpoint(run / "checkpoints" / "best.npz").epoch == 1
+    assert [row["epoch"] for row in read_metrics(run)] == ["1"]
+    assert not (run / "results.json").exists()
+    assert not list((run / "checkpoints").glob(".*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_after_the_batch_with_a_checkpoint_that_resumes_exactly(
+    signum, tiny, tmp_path, capsys
+):
+    folder, checksums, env = tiny
+    out = tmp_path / "runs"
+    process = Spawned(tiny_args(folder, out, "--epochs", 100_000), checksums, env, tmp_path / "log")
+    try:
+        run = first_checkpoint(out, process)
+        process.process.send_signal(signum)
+        status = process.wait(timeout=60)
+    finally:
+        process.stop()
+    assert status == 130
+    line = one_line(process.stderr)
+    name = signal.Signals(signum).name
+    stopped = re.fullmatch(
+        rf"stopped by {name} at epoch (\d+), batch (\d+); checkpoint written; "
+        rf"continue with: python -m npvae.train --resume (.+)",
+        line,
+    )
+    assert stopped, line
+    epoch, batch = int(stopped.group(1)), int(stopped.group(2))
+    assert stopped.group(3) == str(run)
+    saved = load_checkpoint(run / "checkpoints" / "last.npz")
+    assert saved.epoch == epoch - 1
+    assert saved.step == (epoch - 1) * BATCHES_PER_EPOCH + batch
+    assert saved.extra["partial"]["batch"] == batch
+
+    # Continue to the end of the stopped epoch's successor, and compare with a
+    # run that was never stopped.
+    status, _, stderr = run_main(["--resume", run, "--epochs", epoch + 1], capsys)
+    assert status == 0, stderr
+    straight_out = tmp_path / "straight"
+    status, _, stderr = run_main(tiny_args(folder, straight_out, "--epochs", epoch + 1), capsys)
+    assert status == 0, stderr
+    assert_same_run(only_run(straight_out), run)
+
+
+def test_kill_9_leaves_a_loadable_checkpoint_and_resume_cleans_up(tiny, tmp_path, capsys):
+    folder, checksums, env = tiny
+    out = tmp_path / "runs"
+    delay = random.uniform(0.0, 0.5)
+    process = Spawned(tiny_args(folder, out, "--epochs", 100_000), checksums, env, tmp_path / "log")
+    try:
+        run = first_checkpoint(out, process)
+        time.sleep(delay)
+        process.process.send_signal(signal.SIGKILL)
+        status = process.wait(timeout=60)
+    finally:
+        process.stop()
+    assert status == -signal.SIGKILL
+    checkpoints = run / "checkpoints"
+    saved = load_checkpoint(checkpoints / "last.npz")  # whatever the moment, it is whole
+    assert saved.epoch >= 1, f"killed after {delay:.3f} s"
+    assert saved.step == saved.epoch * BATCHES_PER_EPOCH and not saved.extra.get("partial")
+    load_checkpoint(checkpoints / "best.npz")
+    # What a kill during a save leaves behind (save_arrays' temporary-file name).
+    (checkpoints / ".last.npz.k1ll9d").write_bytes(b"half a checkpoint")
+
+    epochs = saved.epoch + 1
+    status, _, stderr = run_main(["--resume", run, "--epochs", epochs], capsys)
+    assert status == 0, stderr
+    assert not list(checkpoints.glob(".*")), "resume left a temporary file"
+    assert [int(row[0]) for row in loss_columns(run)] == list(range(1, epochs + 1))
+    straight_out = tmp_path / "straight"
+    status, _, stderr = run_main(tiny_args(folder, straight_out, "--epochs", epochs), capsys)
+    assert status == 0, stderr
+    assert_same_run(only_run(straight_out), run)
