@@ -1,0 +1,168 @@
+"""npvae.evaluate: batched losses, the streamed importance-sampled log p(x), active units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npvae import evaluate
+from npvae.models import VAE, Autoencoder
+
+
+def small_vae(latent_dim: int = 1, seed: int = 0) -> VAE:
+    return VAE(input_dim=6, hidden=[5], latent_dim=latent_dim, dtype="float64", seed=seed)
+
+
+def binary_data(n: int, dim: int = 6, seed: int = 1) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, dim)) < 0.4).astype(np.float64)
+
+
+def exact_log_px(model: VAE, x: np.ndarray) -> np.ndarray:
+    """``log p(x) = log ∫ p(x|z) N(z; 0, 1) dz`` by quadrature over a fine 1-d grid: (N,)."""
+    grid = np.linspace(-12.0, 12.0, 24_001)
+    step = grid[1] - grid[0]
+    probs = model.decode(grid[:, None])  # (G, D), the decoder's Bernoulli means
+    log_p, log_1mp = np.log(probs), np.log1p(-probs)
+    log_px_given_z = x @ log_p.T + (1 - x) @ log_1mp.T  # (N, G), independent of the kernels
+    log_prior = -0.5 * (grid**2 + np.log(2 * np.pi))
+    joint = log_px_given_z + log_prior
+    peak = joint.max(axis=1, keepdims=True)
+    return (peak + np.log(np.exp(joint - peak).sum(axis=1, keepdims=True) * step))[:, 0]
+
+
+def elbo(model: VAE, x: np.ndarray, rng, n_samples: int = 20_000) -> np.ndarray:
+    """The ELBO per example, ``E_q[log w]``, by Monte Carlo: (N,)."""
+    eps = rng.standard_normal((n_samples, len(x), model.latent_dim))
+    return model.log_importance_weights(x, eps).mean(axis=0)
+
+
+# ----- log_likelihood: streaming ---------------------------------------------------------
+
+
+def test_chunked_estimate_equals_one_shot_with_the_same_noise(monkeypatch):
+    """Chunks of samples draw the same numbers in the same order as one big draw.
+
+    The noise of one batch is drawn as ``(chunk, n, d)`` blocks one after the
+    other; in C order these are consecutive slices of the one ``(S, n, d)``
+    draw, so only the batch size (not ``max_rows``) decides which example gets
+    which noise.  The estimates then agree to rounding.
+    """
+    model, x = small_vae(latent_dim=2), binary_data(7)
+    shapes = []
+    original = VAE.log_importance_weights
+
+    def spy(self, batch, eps):
+        shapes.append(eps.shape)
+        return original(self, batch, eps)
+
+    monkeypatch.setattr(VAE, "log_importance_weights", spy)
+    done = []
+    chunked = evaluate.log_likelihood(
+        model, x, np.random.default_rng(3), n_samples=37, batch_size=3, max_rows=10,
+        progress=done.append,
+    )  # fmt: skip
+    assert max(size * n for size, n, _ in shapes) <= 10  # memory bounded by max_rows
+    assert sum(size for size, n, _ in shapes if n == 3) == 2 * 37  # two full batches...
+    assert sum(size for size, n, _ in shapes if n == 1) == 37  # ...and the last example
+    assert len(shapes) > 3 and done == [3, 6, 7]
+
+    shapes.clear()
+    one_shot = evaluate.log_likelihood(
+        model, x, np.random.default_rng(3), n_samples=37, batch_size=3, max_rows=10**6
+    )
+    assert shapes == [(37, 3, 2), (37, 3, 2), (37, 1, 2)]
+    assert chunked.shape == (7,)
+    np.testing.assert_allclose(chunked, one_shot, rtol=1e-13, atol=0)
+
+    other_noise = evaluate.log_likelihood(
+        model, x, np.random.default_rng(4), n_samples=37, batch_size=3, max_rows=10
+    )
+    assert np.abs(other_noise - chunked).max() > 1e-6  # the comparison above can fail
+
+
+def test_float32_model_gives_float64_estimates():
+    model = VAE(input_dim=6, hidden=[5], latent_dim=2, seed=0)
+    estimates = evaluate.log_likelihood(
+        model, binary_data(4).astype(np.float32), np.random.default_rng(0), n_samples=50
+    )
+    assert estimates.dtype == np.float64 and np.isfinite(estimates).all()
+
+
+# ----- log_likelihood: meaning -----------------------------------------------------------
+
+
+def test_importance_sampling_bounds_tighten_towards_the_exact_log_px():
+    model, x = small_vae(latent_dim=1, seed=2), binary_data(5, seed=3)
+    # A proposal wider than the posterior keeps the weights tame: their relative
+    # variance is about 1.6 here, so S samples give a standard error of about
+    # sqrt(1.6 / S) nats (0.006 for S = 50 000), and the ELBO is 2-3 nats below.
+    model.log_var_head.params["W"][...] = 0.0
+    model.log_var_head.params["b"][...] = np.log(4.0)
+    exact = exact_log_px(model, x)
+    lower = elbo(model, x, np.random.default_rng(0))
+    assert np.all(lower < exact - 1.0)
+
+    rng = np.random.default_rng(1)
+    few = np.mean([evaluate.log_likelihood(model, x, rng, n_samples=5) for _ in range(400)], 0)
+    many = evaluate.log_likelihood(model, x, rng, n_samples=50_000)
+    # E[log mean of S weights] rises with S from the ELBO (S = 1) towards log p(x).
+    assert np.all(lower + 1.0 < few) and np.all(few < exact - 0.05)
+    np.testing.assert_allclose(many, exact, atol=0.025)  # 4 standard errors
+
+
+def test_elbo_from_importance_weights_matches_the_models_loss():
+    """Both ways of writing the ELBO (analytic KL in the loss, log w here) agree."""
+    model, x = small_vae(latent_dim=2, seed=4), binary_data(6, seed=5)
+    from_weights = elbo(model, x, np.random.default_rng(1), n_samples=100_000).mean()
+    eps = np.random.default_rng(2).standard_normal((20_000, len(x), 2))
+    from_loss = model.loss(x, eps=eps, grad=False)["elbo"]
+    assert from_weights == pytest.approx(from_loss, abs=0.02)
+
+
+# ----- evaluate_loss ---------------------------------------------------------------------
+
+
+def test_evaluate_loss_in_batches_equals_one_batch():
+    """Per-batch means weighted by batch size; the noise stream is the same either way."""
+    model, x = small_vae(latent_dim=2), binary_data(10)
+    batched = evaluate.evaluate_loss(model, x, np.random.default_rng(6), batch_size=3)
+    whole = model.loss(x, np.random.default_rng(6), grad=False)
+    assert set(batched) == {"loss", "recon", "kl", "elbo"}
+    for key in batched:
+        assert batched[key] == pytest.approx(whole[key], rel=1e-12), key
+
+
+def test_evaluate_loss_of_an_autoencoder_has_no_kl():
+    model = Autoencoder(input_dim=6, hidden=[5], code_dim=2, dtype="float64")
+    result = evaluate.evaluate_loss(model, binary_data(5), np.random.default_rng(0))
+    assert "kl" not in result and result["loss"] == pytest.approx(result["recon"])
+
+
+# ----- active units ----------------------------------------------------------------------
+
+
+def test_active_units_counts_dimensions_whose_posterior_mean_varies():
+    model = VAE(input_dim=20, hidden=[16], latent_dim=4, dtype="float64", seed=0)
+    dead = [1, 3]
+    model.mu_head.params["W"][:, dead] = 0.0  # these means ignore the input...
+    model.mu_head.params["b"][dead] = 0.7  # ...and sit at a constant
+    model.mu_head.params["W"][:, [0, 2]] *= 10.0
+    x = np.random.default_rng(0).random((200, 20))
+    count, variances = evaluate.active_units(model, x, batch_size=64)
+    assert count == 2 and variances.shape == (4,)
+    assert np.all(variances[dead] < 1e-20) and np.all(variances[[0, 2]] > 0.01)
+    mu, _ = model.encode(x)
+    np.testing.assert_allclose(variances, mu.var(axis=0), rtol=1e-12)
+    assert evaluate.active_units(model, x, threshold=variances.max() + 1)[0] == 0
+
+
+def test_a_unit_just_under_the_threshold_is_inactive():
+    model = VAE(input_dim=20, hidden=[16], latent_dim=2, dtype="float64", seed=0)
+    x = np.random.default_rng(1).random((100, 20))
+    _, variances = evaluate.active_units(model, x)
+    # Scale dimension 0 to a variance of 0.009 and dimension 1 to 0.011 around 0.01.
+    model.mu_head.params["W"][:, 0] *= np.sqrt(0.009 / variances[0])
+    model.mu_head.params["W"][:, 1] *= np.sqrt(0.011 / variances[1])
+    count, scaled = evaluate.active_units(model, x)
+    np.testing.assert_allclose(scaled, [0.009, 0.011], rtol=1e-9)
+    assert count == 1
