@@ -192,7 +192,8 @@ def _coerce(name: str, value):
         return kind(value)
     except (TypeError, ValueError):
         flag = "--" + name.replace("_", "-")
-        raise ConfigError(f"{flag} must be a {kind.__name__}, got {value!r}") from None
+        expected = {int: "a whole number", float: "a number", bool: "true or false"}
+        raise ConfigError(f"{flag} must be {expected.get(kind, 'text')}, got {value!r}") from None
 
 
 def validate(config: Config) -> Config:
@@ -235,7 +236,10 @@ def read_toml(path: str | Path) -> dict:
         name = key.replace("-", "_")
         if name not in FIELDS:
             raise ConfigError(f"{path}: unknown key {key!r}; see python -m npvae.train --help")
-        values[name] = _coerce(name, value)
+        try:
+            values[name] = _coerce(name, value)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     return values
 
 
@@ -253,6 +257,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Train an autoencoder or VAE and write a run folder: config, metrics, "
         "checkpoints and figures.",
         argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
     )
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings (flags win)")
     parser.add_argument(

@@ -128,6 +128,8 @@ def build_model(config: Config, input_dim: int):
 
 def load_data(config: Config):
     """The dataset, with the automatic MNIST-else-digits choice and the validation split."""
+    if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
+        raise ConfigError(f"--data-dir {config.data_dir} is not a folder; check the path")
     if config.dataset == "auto":
         try:
             data = load_dataset("mnist", config.data_dir)
@@ -198,6 +200,11 @@ def resume(folder: str, given: dict) -> Run:
         run.partial["order"] = saved.run_arrays["order"]
     rows = [row for row in _read_metrics(folder / "metrics.csv") if int(row["epoch"]) <= run.epoch]
     _write_metrics(folder / "metrics.csv", rows)
+    try:
+        record = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ConfigError(f"{folder / 'config.json'} is damaged; this run cannot resume") from None
+    _write_text(folder / "config.json", json.dumps({**record, "epochs": config.epochs}, indent=2))
     for stale in (folder / "checkpoints").glob(".*.npz.*"):
         stale.unlink(missing_ok=True)  # a temporary file a kill -9 left mid-write
     return run
@@ -492,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     except NpvaeError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        # Ctrl-C outside the loop (loading data, the final evaluation): nothing half-written.
+        print("interrupted; the last checkpoint, if any, is intact", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

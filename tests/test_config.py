@@ -71,7 +71,7 @@ def test_hidden_accepts_text_lists_and_none(tmp_path):
     [
         ("latnet = 3\n", "unknown key 'latnet'"),
         ("latent = \n", "not valid TOML"),
-        ('latent = "three"\n', "--latent must be a int"),
+        ('latent = "three"\n', "--latent must be a whole number"),
         ("latent = 2.5\n", "--latent"),
         ('figures = "maybe"\n', "--figures"),
     ],
@@ -146,3 +146,15 @@ def test_every_field_is_a_flag_with_help_and_its_default():
     texts = {action.dest: action.help for action in parser._actions}
     assert texts["batch_size"].endswith("(default: 128)")
     assert texts["hidden"].endswith("(default: none)")
+
+
+def test_bad_value_in_a_toml_file_names_the_file(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("epochs = 'many'\n")
+    with pytest.raises(ConfigError, match=r"settings.toml: --epochs must be a whole number"):
+        read_toml(path)
+
+
+def test_abbreviated_flags_are_refused():
+    with pytest.raises(ConfigError, match="unrecognized arguments: --batch"):
+        parse_args(["--batch", "64"])

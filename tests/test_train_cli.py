@@ -192,12 +192,13 @@ def test_a_real_process_prints_the_error_without_traceback(tmp_path):
 
 
 def test_missing_data_dir_is_an_error(tmp_path, monkeypatch, capsys):
+    """A --data-dir that does not exist is a mistake, not a reason to look elsewhere."""
     isolate(monkeypatch, tmp_path)  # the real MNIST checksums, no network, empty cache
     argv = ["--dataset", "mnist", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "runs"]
     status, _, stderr = run_main(argv, capsys)
     line = one_line(stderr)
     assert status == 2
-    assert line.startswith("error: dataset mnist not found") and "nowhere" in line
+    assert line.startswith("error: --data-dir ") and "nowhere is not a folder" in line
 
 
 def test_truncated_data_file_is_an_error(tiny, tmp_path, capsys):
