@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -324,3 +325,22 @@ def test_python_m_npvae_train_falls_back_to_the_digits_end_to_end(tmp_path, monk
     assert config["dataset_used"] == "digits" and config["n_train"] == 20_000
     assert load_checkpoint(run / "checkpoints" / "last.npz").step == 40
     assert (run / "results.json").is_file()
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist (apt-get install)"
+)
+def test_fashion_mnist_comes_from_debians_folder():
+    """--dataset fashion-mnist finds Debian's package, checks it, and loads all of it."""
+    from npvae.config import Config
+    from npvae.train import load_data
+
+    data = load_data(Config(dataset="fashion-mnist", val_size=1000))
+    assert data.name == "fashion-mnist" and "system" in data.source
+    assert data.x_train.shape == (59_000, 784) and data.x_val.shape == (1000, 784)
+    assert data.x_test.shape == (10_000, 784) and data.x_train.dtype == np.uint8
+    # Fashion-MNIST is not MNIST: its mean ink differs by far more than noise.
+    assert data.x_test.mean() > 60
