@@ -101,7 +101,7 @@ def _float_arrays(ndim: int | None = None, **arrays: np.ndarray) -> list[np.ndar
 def softplus_ref(x: np.ndarray) -> np.ndarray:
     """``log(1 + exp(x))`` without overflow: ``max(x, 0) + log1p(exp(-|x|))``.
 
-    Shapes: any, output like ``x``.
+    See ``docs/backprop.md#softplus``.  Shapes: any, output like ``x``.
     """
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
@@ -433,8 +433,9 @@ def adam_update_ref(param, grad, m, v, lr, beta1, beta2, eps, step) -> None:
 
 
 @jit(parallel=True)
-def _adam_kernel(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                 bias1, bias2, eps):
+def _adam_kernel(
+    param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias1, bias2, eps
+):
     for k in prange(param.size):
         g = grad[k]
         m[k] = beta1 * m[k] + one_minus_beta1 * g
@@ -472,26 +473,32 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step) -> None:
 
 
 def sigmoid_ref(x: np.ndarray) -> np.ndarray:
-    """``1 / (1 + exp(-x))`` without overflow, via ``exp(-|x|)``.  Shapes: any."""
+    """``1 / (1 + exp(-x))`` without overflow, via ``exp(-|x|)``.
+
+    See ``docs/backprop.md#sigmoid``.  Shapes: any, output like ``x``.
+    """
     exp_neg_abs = np.exp(-np.abs(x))
     return np.where(x > 0, 1 / (1 + exp_neg_abs), exp_neg_abs / (1 + exp_neg_abs))
 
 
 def relu_forward_ref(x: np.ndarray) -> np.ndarray:
-    """``max(x, 0)``.  Shapes: any."""
+    """``max(x, 0)``.  See ``docs/backprop.md#relu``.  Shapes: any, output like ``x``."""
     return np.maximum(x, 0)
 
 
 def relu_backward_ref(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``dout`` where the ReLU output ``out > 0``, else 0; NaN where ``out`` is NaN.
 
-    Shapes: any, output like ``dout``.
+    See ``docs/backprop.md#relu``.  Shapes: any, output like ``dout``.
     """
     return dout * np.heaviside(out, 0)
 
 
 def elu_ref(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    """``x`` where ``x > 0``, else ``alpha (exp(x) - 1)``.  Shapes: any."""
+    """``x`` where ``x > 0``, else ``alpha (exp(x) - 1)``.
+
+    See ``docs/backprop.md#elu``.  Shapes: any, output like ``x``.
+    """
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 
 
