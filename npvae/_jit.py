@@ -17,6 +17,13 @@ from __future__ import annotations
 
 import os
 
+# numba's parallel loops run on OpenMP here, whose threads spin while they wait for
+# work; beside OpenBLAS's own threads (the matrix products) on a 2-core machine the
+# spinning pools stall each other.  Passive waiting costs nothing when idle and keeps
+# a kernel at ~1 ms instead of ~10 ms when the other core is busy.  Set before numba
+# starts its thread pool; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 #: ``False`` when the environment says ``NPVAE_USE_NUMBA=0`` (or numba is missing).
 USE_NUMBA: bool = os.environ.get("NPVAE_USE_NUMBA", "1").strip().lower() not in {
     "0",
@@ -44,7 +51,11 @@ if USE_NUMBA:
         """
 
         def wrap(f):
-            return numba.njit(f, parallel=parallel, fastmath=set(fastmath), cache=cache)
+            # error_model="numpy": division follows IEEE rules (inf/NaN, as with numba off)
+            # instead of raising, which also lets LLVM vectorise loops that divide.
+            return numba.njit(
+                f, parallel=parallel, fastmath=set(fastmath), cache=cache, error_model="numpy"
+            )
 
         return wrap(func) if func is not None else wrap
 

@@ -100,8 +100,7 @@ class Bernoulli:
 
     def mean(self, logits: np.ndarray) -> np.ndarray:
         """Pixel probabilities ``sigmoid(logits)``, ``(N, D)``."""
-        e = np.exp(-np.abs(logits))
-        return np.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+        return kernels.sigmoid(logits)
 
     def zero_grad(self) -> None:
         """No parameters of its own: nothing to do."""

@@ -622,15 +622,24 @@ def _binarize_kernel(x, scale, uniform, draw):
         draw[k] = one if intensity > uniform[k] else (zero if intensity <= uniform[k] else nan)
 
 
-def binarize(x: np.ndarray, uniform: np.ndarray) -> np.ndarray:
-    """Compiled :func:`binarize_ref`: ``x`` (any shape, uint8 or float) -> 0/1 floats."""
+def binarize(x: np.ndarray, uniform: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Compiled :func:`binarize_ref`: ``x`` (any shape, uint8 or float) -> 0/1 floats.
+
+    ``out``, if given, is a contiguous array like ``uniform`` to write into
+    (the batcher reuses one buffer for every batch).
+    """
     x = np.ascontiguousarray(x)
     (uniform,) = _float_arrays(uniform=uniform)
     if x.shape != uniform.shape:
         raise ValueError(f"uniform has shape {uniform.shape} but x has {x.shape}")
     if x.dtype != np.uint8 and x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"x must be uint8 or float32/float64, got {x.dtype}")
-    draw = np.empty_like(uniform)
+    if out is None:
+        draw = np.empty_like(uniform)
+    elif out.shape != uniform.shape or out.dtype != uniform.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous {uniform.dtype} array of shape {uniform.shape}")
+    else:
+        draw = out
     scale = uniform.dtype.type(255 if x.dtype == np.uint8 else 1)
     _binarize_kernel(x.reshape(-1), scale, uniform.reshape(-1), draw.reshape(-1))
     return draw

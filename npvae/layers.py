@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from npvae import kernels
 from npvae.errors import ConfigError
 
 
@@ -126,11 +127,11 @@ class ReLU(Layer):
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._out = np.maximum(x, 0)
+        self._out = kernels.relu_forward(x)
         return self._out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        return dout * (self._out > 0)
+        return kernels.relu_backward(dout, self._out)
 
 
 class LeakyReLU(Layer):
@@ -164,8 +165,7 @@ class Tanh(Layer):
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function ``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return kernels.sigmoid(x)
 
 
 class Sigmoid(Layer):
@@ -184,7 +184,7 @@ class Softplus(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
-        return np.logaddexp(x.dtype.type(0), x)
+        return kernels.softplus(x)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout * sigmoid(self._x)
@@ -202,9 +202,8 @@ class ELU(Layer):
         self.alpha = alpha
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        alpha = x.dtype.type(self.alpha)
         self._positive = x > 0
-        self._out = np.where(self._positive, x, alpha * np.expm1(np.minimum(x, 0)))
+        self._out = kernels.elu(x, self.alpha)
         return self._out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from npvae import kernels
 from npvae.errors import ConfigError, DataError
 
 #: The binarisation modes :class:`Batches` accepts.
@@ -246,14 +247,15 @@ class Batches:
         gathered = self._gathered[:size]
         out = self._out[:size]
         np.take(self._source, indices, axis=0, out=gathered)
+        if self.binarize == "dynamic":
+            # One fused pass: scale the grey levels and compare with fresh uniforms.
+            uniform = self._uniform[:size]
+            self.rng.random(out=uniform, dtype=self.dtype)
+            return kernels.binarize(gathered, uniform, out=out)
         if self._scale:
             np.divide(gathered, self.dtype.type(255), out=out)
         else:
             out[...] = gathered
-        if self.binarize == "dynamic":
-            uniform = self._uniform[:size]
-            self.rng.random(out=uniform, dtype=self.dtype)
-            np.less(uniform, out, out=out)
         return out
 
 
