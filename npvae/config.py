@@ -63,6 +63,9 @@ class Config:
         default="bernoulli",
         metadata=_help("bernoulli or gaussian decoder (AEs: cross-entropy or squared error)"),
     )
+    init: str = field(
+        default="glorot", metadata=_help("initial weights: glorot (uniform) or he (normal)")
+    )
     learn_var: bool = field(
         default=False, metadata=_help("gaussian decoder: learn a per-pixel variance")
     )
@@ -122,6 +125,7 @@ CHOICES = {
     "binarize": ("none", "static", "dynamic"),
     "activation": ("relu", "leaky-relu", "tanh", "sigmoid", "softplus", "elu"),
     "likelihood": ("bernoulli", "gaussian"),
+    "init": ("glorot", "he"),
     "optimizer": ("adam", "sgd", "momentum", "nesterov"),
     "schedule": ("constant", "step", "exponential", "iwae"),
     "sparsity": ("kl", "l1"),

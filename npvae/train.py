@@ -87,6 +87,7 @@ def build_model(config: Config, input_dim: int):
         "input_dim": input_dim,
         "hidden": config.resolved_hidden(),
         "activation": config.activation,
+        "init": config.init,
         "dtype": config.dtype,
         "seed": config.seed,
     }

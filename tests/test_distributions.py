@@ -15,18 +15,6 @@ from npvae.errors import ConfigError
 from npvae.gradcheck import TOLERANCE, check_gradients
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_numba_thread():
-    """Run numba's parallel kernels on one thread: on a shared 2-core machine a
-    thread pool waking for arrays this small costs milliseconds per call."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
-
-
 def _normal_log_pdf(x, mean, var):
     """log N(x; mean, var) entry by entry, written out."""
     return -0.5 * np.log(2 * np.pi * var) - (x - mean) ** 2 / (2 * var)

@@ -92,10 +92,11 @@ def test_float32_model_gives_float64_estimates():
 
 
 def test_importance_sampling_bounds_tighten_towards_the_exact_log_px():
-    model, x = small_vae(latent_dim=1, seed=2), binary_data(5, seed=3)
+    # This model (seed 1) has an ELBO well below log p(x): room to tighten (asserted below).
+    model, x = small_vae(latent_dim=1, seed=1), binary_data(5, seed=3)
     # A proposal wider than the posterior keeps the weights tame: their relative
-    # variance is about 1.6 here, so S samples give a standard error of about
-    # sqrt(1.6 / S) nats (0.006 for S = 50 000), and the ELBO is 2-3 nats below.
+    # variance is at most about 1.2 here, so S samples give a standard error of about
+    # sqrt(1.2 / S) nats (0.005 for S = 50 000), and the ELBO is 1-2.5 nats below.
     model.log_var_head.params["W"][...] = 0.0
     model.log_var_head.params["b"][...] = np.log(4.0)
     exact = exact_log_px(model, x)

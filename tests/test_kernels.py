@@ -52,10 +52,14 @@ CASES = {
     "gaussian_kl_per_dim": lambda r, s, t, k: (normal(r, s, t), normal(r, s, t, min(k, 5))),
     "gaussian_kl_grad": lambda r, s, t, k: (normal(r, s, t), normal(r, s, t, min(k, 5))),
     "reparameterize": lambda r, s, t, k: (
-        normal(r, s, t), normal(r, s, t, min(k, 5)), normal(r, s, t)
+        normal(r, s, t),
+        normal(r, s, t, min(k, 5)),
+        normal(r, s, t),
     ),
     "reparameterize_backward": lambda r, s, t, k: (
-        normal(r, s, t), normal(r, s, t, min(k, 5)), normal(r, s, t)
+        normal(r, s, t),
+        normal(r, s, t, min(k, 5)),
+        normal(r, s, t),
     ),
     "logsumexp": lambda r, s, t, k: (normal(r, s, t, k),),
     "softplus": lambda r, s, t, k: (normal(r, s, t, k),),

@@ -24,18 +24,6 @@ INPUT_DIM, BATCH = 8, 4
 TINY = {"input_dim": INPUT_DIM, "dtype": "float64"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_numba_thread():
-    """Run numba's parallel kernels on one thread: on a shared 2-core machine a
-    thread pool waking for arrays this small costs milliseconds per call."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
-
-
 def _binary_batch(seed=0):
     return (np.random.default_rng(seed).random((BATCH, INPUT_DIM)) < 0.5).astype(np.float64)
 

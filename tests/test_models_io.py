@@ -58,18 +58,6 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_numba_thread():
-    """Run numba's parallel kernels on one thread: on a shared 2-core machine a
-    thread pool waking for arrays this small costs milliseconds per call."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
-
-
 def _build(variant, dtype="float32", seed=0, input_dim=INPUT_DIM):
     kind, extra = VARIANTS[variant]
     cls, kwargs = KINDS[kind]

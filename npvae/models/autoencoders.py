@@ -41,6 +41,8 @@ class Autoencoder(Model):
     reconstruction : {"bernoulli", "squared"}
         Bernoulli cross-entropy from logits (data in [0, 1]), or the squared
         error ``Σ_j (x_j − y_j)²``; either summed over pixels, per example.
+    init : {"glorot", "he"}
+        Initial weights (see :class:`npvae.models.VAE` for why Glorot is the default).
     dtype : {"float32", "float64"}
     seed : int
     """
@@ -57,6 +59,7 @@ class Autoencoder(Model):
         activation: str = "relu",
         code_activation: str | None = None,
         reconstruction: str = "bernoulli",
+        init: str = "glorot",
         dtype: str = "float32",
         seed: int = 0,
         **variant,
@@ -77,6 +80,7 @@ class Autoencoder(Model):
             "activation": activation,
             "code_activation": code_activation,
             "reconstruction": reconstruction,
+            "init": init,
             "dtype": dtype,
             "seed": seed,
             **variant,
@@ -90,9 +94,10 @@ class Autoencoder(Model):
             out_activation=code_activation,
             rng=rng,
             dtype=self.dtype,
+            init=init,
             input_grad=False,
         )
-        self.decoder = MLP(sizes[::-1], activation, rng=rng, dtype=self.dtype)
+        self.decoder = MLP(sizes[::-1], activation, rng=rng, dtype=self.dtype, init=init)
         self._collect(encoder=self.encoder, decoder=self.decoder)
 
     # ----- the verbs ---------------------------------------------------------------
