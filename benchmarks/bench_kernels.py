@@ -72,37 +72,77 @@ def compare(ref, fast, args, repeats: int) -> tuple[float, float]:
 
 def cases(dtype, rng):
     """``(name, shape, ref, fast, args)`` for every compiled kernel at MNIST shapes."""
+
     def normal(shape, scale=1.0):
         return (rng.normal(size=shape) * scale).astype(dtype)
 
     batch = (128, 784)
     pixels = (rng.random(batch) < 0.3).astype(dtype)
     logits = normal(batch, 3.0)
-    yield ("bernoulli_log_prob", batch, kernels.bernoulli_log_prob_ref,
-           kernels.bernoulli_log_prob, (pixels, logits))
-    yield ("bernoulli_log_prob_and_grad", batch, kernels.bernoulli_log_prob_and_grad_ref,
-           kernels.bernoulli_log_prob_and_grad, (pixels, logits))
+    yield (
+        "bernoulli_log_prob",
+        batch,
+        kernels.bernoulli_log_prob_ref,
+        kernels.bernoulli_log_prob,
+        (pixels, logits),
+    )
+    yield (
+        "bernoulli_log_prob_and_grad",
+        batch,
+        kernels.bernoulli_log_prob_and_grad_ref,
+        kernels.bernoulli_log_prob_and_grad,
+        (pixels, logits),
+    )
     for weights in ((100, 5000), (128, 5000)):
         log_weights = normal(weights, 3.0)
         yield ("logsumexp", weights, kernels.logsumexp_ref, kernels.logsumexp, (log_weights,))
     param_shape = (784, 400)
-    adam_args = (normal(param_shape, 0.05), normal(param_shape), np.zeros(param_shape, dtype),
-                 np.zeros(param_shape, dtype), 1e-3, 0.9, 0.999, 1e-8, 10)
+    adam_args = (
+        normal(param_shape, 0.05),
+        normal(param_shape),
+        np.zeros(param_shape, dtype),
+        np.zeros(param_shape, dtype),
+        1e-3,
+        0.9,
+        0.999,
+        1e-8,
+        10,
+    )
     yield ("adam_update", param_shape, kernels.adam_update_ref, kernels.adam_update, adam_args)
     hidden = (128, 400)
     pre_activation = normal(hidden, 2.0)
     relu_out = np.maximum(pre_activation, 0)
     for name in ("softplus", "sigmoid", "elu", "relu_forward"):
-        yield (name, hidden, getattr(kernels, name + "_ref"), getattr(kernels, name),
-               (pre_activation,))
-    yield ("relu_backward", hidden, kernels.relu_backward_ref, kernels.relu_backward,
-           (normal(hidden), relu_out))
+        yield (
+            name,
+            hidden,
+            getattr(kernels, name + "_ref"),
+            getattr(kernels, name),
+            (pre_activation,),
+        )
+    yield (
+        "relu_backward",
+        hidden,
+        kernels.relu_backward_ref,
+        kernels.relu_backward,
+        (normal(hidden), relu_out),
+    )
     # What a layer would write without the kernel (it lets a NaN in out pass as 0).
-    yield ("relu_backward vs dout*(out>0)", hidden, lambda dout, out: dout * (out > 0),
-           kernels.relu_backward, (normal(hidden), relu_out))
+    yield (
+        "relu_backward vs dout*(out>0)",
+        hidden,
+        lambda dout, out: dout * (out > 0),
+        kernels.relu_backward,
+        (normal(hidden), relu_out),
+    )
     grey = rng.integers(0, 256, batch).astype(np.uint8)
-    yield ("binarize (uint8 in)", batch, kernels.binarize_ref, kernels.binarize,
-           (grey, rng.random(batch).astype(dtype)))
+    yield (
+        "binarize (uint8 in)",
+        batch,
+        kernels.binarize_ref,
+        kernels.binarize,
+        (grey, rng.random(batch).astype(dtype)),
+    )
 
 
 FRESH_PROCESS = """
@@ -149,8 +189,9 @@ def machine_note() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo
-                       if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
@@ -186,8 +227,10 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | ---: | ---: | ---: |")
     for name, shape, dtype_name, ref_us, fast_us in rows:
         flag = "" if fast_us < ref_us else " SLOWER"
-        print(f"| {name} | {shape[0]}x{shape[1]} | {dtype_name} | {ref_us:.1f} | "
-              f"{fast_us:.1f} | {ref_us / fast_us:.2f}x{flag} |")
+        print(
+            f"| {name} | {shape[0]}x{shape[1]} | {dtype_name} | {ref_us:.1f} | "
+            f"{fast_us:.1f} | {ref_us / fast_us:.2f}x{flag} |"
+        )
 
     if max(load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0) > 1.0:
         print()
@@ -200,11 +243,15 @@ def main(argv=None) -> int:
     print()
     print("Fresh process, numba cache warm (float32):")
     print(f"- import npvae.kernels, numpy and numba included: {fresh['import'] * 1e3:.0f} ms")
-    print(f"- first call of the first kernel ({first_name}), numba's one-time start-up "
-          f"included: {first_seconds * 1e3:.0f} ms")
-    print(f"- first calls of the other {len(others)} kernels: "
-          f"{sum(seconds for _, seconds in others) * 1e3:.0f} ms in total, "
-          f"slowest {max(seconds for _, seconds in others) * 1e3:.0f} ms")
+    print(
+        f"- first call of the first kernel ({first_name}), numba's one-time start-up "
+        f"included: {first_seconds * 1e3:.0f} ms"
+    )
+    print(
+        f"- first calls of the other {len(others)} kernels: "
+        f"{sum(seconds for _, seconds in others) * 1e3:.0f} ms in total, "
+        f"slowest {max(seconds for _, seconds in others) * 1e3:.0f} ms"
+    )
     return 0
 
 
