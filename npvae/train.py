@@ -372,7 +372,7 @@ def _summary(results: dict) -> str:
     test = results["test"]
     parts = [f"test loss {test['loss']:.2f}"]
     if "kl" in test:
-        parts.append(f"(reconstruction {test['recon']:.2f}, KL {test['kl']:.2f})")
+        parts[0] += f" (reconstruction {test['recon']:.2f}, KL {test['kl']:.2f})"
     if "test_log_likelihood" in results:
         ll = results["test_log_likelihood"]
         parts.append(f"log p(x) ≈ {ll['nats']:.2f} ({ll['samples']} samples)")

@@ -80,7 +80,11 @@ def test_run_folder_holds_config_metrics_checkpoints_results_and_figures(tiny, t
     assert status == 0, stderr
     run = only_run(out)
     assert f"run folder: {run}" in stdout
-    assert stdout.strip().splitlines()[-1].startswith("done: test loss")
+    assert re.fullmatch(
+        r"done: test loss [\d.]+ \(reconstruction [\d.]+, KL [\d.]+\), "
+        r"log p\(x\) ≈ -[\d.]+ \(\d+ samples\), \d+ active units",
+        stdout.strip().splitlines()[-1],
+    )
 
     config = json.loads((run / "config.json").read_text())
     assert config["dataset"] == "mnist" and config["dataset_used"] == "mnist"
