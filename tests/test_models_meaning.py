@@ -435,3 +435,31 @@ def test_denoising_corruption_matches_its_description(noise):
     report = model.loss(x[:5], grad=False)
     np.testing.assert_array_equal(model.reconstruct(x[:5]), model.decode(model.encode(x[:5])))
     assert report["loss"] == model.loss(x[:5], np.random.default_rng(8), grad=False)["loss"]
+
+
+def test_denoising_corruption_can_be_passed_as_an_array():
+    model = DenoisingAutoencoder(input_dim=12, hidden=[5], code_dim=2, dtype="float64", seed=1)
+    x = np.random.default_rng(0).random((6, 12))
+    drawn = model.loss(x, np.random.default_rng(3))
+    drawn_grads = {name: grad.copy() for name, grad in model.grads.items()}
+    x_tilde = model.corrupt(x, np.random.default_rng(3))
+    given = model.loss(x, x_tilde=x_tilde)
+    assert given["loss"] == drawn["loss"]
+    for name, grad in model.grads.items():
+        np.testing.assert_array_equal(grad, drawn_grads[name], err_msg=name)
+    # The clean target stays x: reconstructing x_tilde itself is another loss.
+    assert model.loss(x_tilde, x_tilde=x_tilde)["loss"] != given["loss"]
+    with pytest.raises(ValueError, match="x_tilde has shape"):
+        model.loss(x, x_tilde=x_tilde[:3])
+
+
+def test_kl_sparsity_of_a_saturated_unit_is_finite():
+    model = SparseAutoencoder(input_dim=4, hidden=[], code_dim=2, dtype="float32", seed=0)
+    # Pre-activations of 40 saturate the float32 sigmoid to exactly 1 for every example.
+    model.params["encoder.0.W"][...] = 10.0
+    x = np.ones((8, 4), dtype=np.float32)
+    assert np.all(model.encode(x) == 1.0)
+    with np.errstate(all="raise"):
+        report = model.loss(x)
+    assert np.isfinite(report["loss"]) and report["penalty"] > 1.0
+    assert all(np.isfinite(grad).all() for grad in model.grads.values())

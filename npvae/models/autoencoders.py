@@ -124,6 +124,7 @@ class Autoencoder(Model):
         *,
         grad: bool = True,
         corrupt: bool | None = None,
+        x_tilde: np.ndarray | None = None,
         step: int | None = None,
     ) -> dict:
         """Reconstruction error plus the variant's penalty, averaged over the batch.
@@ -135,6 +136,9 @@ class Autoencoder(Model):
         gradient of ``loss`` (zeroed first).  ``corrupt`` (default: ``grad``)
         says whether the denoising AE corrupts: a gradient check evaluates
         the training loss without gradients by passing ``corrupt=True``.
+        ``x_tilde (N, D)``, if given, is the encoder's input in place of ``x``
+        or a corruption drawn from ``rng``: the corruption passed as an array,
+        so that a check can hold it fixed.
         ``step`` is accepted, and ignored, for one interface with the VAE.
 
         Returns
@@ -146,7 +150,14 @@ class Autoencoder(Model):
         n = len(x)
         if grad:
             self.zero_grad()
-        inputs = self._corrupt(x, rng) if (grad if corrupt is None else corrupt) else x
+        if x_tilde is not None:
+            inputs = self._check_input(x_tilde)
+            if inputs.shape != x.shape:
+                raise ValueError(f"x_tilde has shape {inputs.shape}, x has {x.shape}")
+        elif grad if corrupt is None else corrupt:
+            inputs = self._corrupt(x, rng)
+        else:
+            inputs = x
         code = self.encoder.forward(inputs)
         out = self.decoder.forward(code)
         if self.config["reconstruction"] == "bernoulli":
@@ -228,7 +239,11 @@ class SparseAutoencoder(Autoencoder):
             penalty = weight * np.abs(code).sum() / n
             return penalty, (np.sign(code) * (weight / n)).astype(self.dtype) if grad else None
         rho = self.config["target"]
-        rho_hat = code.mean(axis=0)  # (d,)
+        # A unit saturated over the whole batch has rho_hat exactly 0 or 1 in floating
+        # point: hold it a rounding step inside, so the penalty and its gradient are
+        # large and finite instead of inf and NaN.
+        tiny = np.finfo(self.dtype).eps
+        rho_hat = np.clip(code.mean(axis=0), tiny, 1 - tiny)  # (d,)
         kl = rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat))
         dkl = (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) * (weight / n)  # (d,)
         dcode = np.broadcast_to(dkl, code.shape).astype(self.dtype) if grad else None
