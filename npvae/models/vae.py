@@ -302,9 +302,10 @@ class VAE(Model):
         # Reconstruction: d loss / d log p(x|z_nl) = −1 / (L N) for every row.
         dlog_px = np.full(n_samples * n, -1.0 / (n_samples * n), dtype=self.dtype)
         # KL: each dimension above its floor gets beta / N times its gradient.
-        weight = np.where(kl_dim_mean > floor, beta / n, 0.0) if floor > 0 else beta / n
+        weight = np.full(self.latent_dim, beta / n, dtype=self.dtype)  # (d,)
+        if floor > 0:
+            weight[kl_dim_mean <= floor] = 0
         dmu_kl, dlog_var_kl = DiagonalGaussian.kl_grad(s.mu, s.log_var)
-        weight = np.asarray(weight, dtype=self.dtype)
         self._backward(s, dlog_px, None, dmu_kl * weight, dlog_var_kl * weight)
         return report
 
@@ -390,8 +391,7 @@ class IWAE(VAE):
         log_pz = DiagonalGaussian.prior_log_prob(s.z)  # (k N,)
         log_qz = DiagonalGaussian.log_prob_of_sample(s.eps, s.log_var_rows)  # (k N,)
         log_w = (s.log_px + log_pz - log_qz).reshape(k, n)
-        log_mean_w = kernels.logsumexp(np.ascontiguousarray(log_w.T)) - np.log(k)  # (N,)
-        bound = log_mean_w.astype(self.dtype, copy=False)
+        bound = kernels.logsumexp(np.ascontiguousarray(log_w.T)) - self.dtype.type(np.log(k))
 
         recon = -s.log_px.reshape(k, n).mean(axis=0)
         kl_dim = DiagonalGaussian.kl_per_dim(s.mu, s.log_var)
@@ -412,9 +412,11 @@ class IWAE(VAE):
             return report
 
         self.zero_grad()
-        # d loss / d log w_i = −w̃_i / N, with w̃ the normalised weights (they sum to 1 over k).
-        normalised = np.exp(log_w - (bound + np.log(k))[None, :]).astype(self.dtype)
-        dlog_w = (-normalised / n).reshape(k * n)
+        # d loss / d log w_i = −w̃_i / N, with w̃ the normalised weights: a softmax over the
+        # k samples of each example, so that they sum to 1 to the last bit of the dtype.
+        normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
+        normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
+        dlog_w = normalised.reshape(k * n)
         # log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x); with z = mu + sigma eps:
         # d log p(z)/dz = −z, and −log q = 0.5 Σ (eps² + log 2π + log_var) gives +0.5 per log_var.
         dz_prior = dlog_w[:, None] * -s.z
