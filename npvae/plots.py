@@ -17,8 +17,6 @@ and renamed, so a figure is either whole or absent.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from statistics import NormalDist
 
@@ -27,6 +25,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from npvae._files import atomic_path  # noqa: E402
 
 
 def tile(images: np.ndarray, n_cols: int, gap: int = 2) -> np.ndarray:
@@ -52,14 +52,11 @@ def is_image_data(dim: int) -> bool:
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        fig.savefig(temporary, dpi=100, bbox_inches="tight")
-        os.replace(temporary, path)
+        with atomic_path(path, suffix=".png") as temporary:
+            fig.savefig(temporary, dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
-        Path(temporary).unlink(missing_ok=True)
     return path
 
 

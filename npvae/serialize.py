@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from npvae._files import atomic_path
 from npvae.errors import CheckpointError
 
 #: The key under which the JSON header is stored.
@@ -41,25 +41,12 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], heade
     payload[HEADER_KEY] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as err:
-        raise CheckpointError(
-            f"cannot write {path}: {err.strerror}; choose a writable folder"
-        ) from None
-    try:
-        with os.fdopen(handle, "wb") as file:
+        with atomic_path(path) as temporary, open(temporary, "wb") as file:
             np.savez(file, **payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
     except OSError as err:
-        Path(temporary).unlink(missing_ok=True)
         raise CheckpointError(
-            f"cannot write {path}: {err.strerror or err}; free some space or choose another folder"
+            f"cannot write {path}: {err.strerror or err}; choose a writable folder with free space"
         ) from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

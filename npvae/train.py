@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from npvae import __version__, evaluate, plots
+from npvae._files import atomic_path, write_text
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, from_dict, parse_args
 from npvae.data import Batches, binarize_static, load_dataset, split_validation
@@ -171,7 +171,7 @@ def start(config: Config) -> Run:
         "n_test": len(data.x_test),
         "versions": _versions(),
     }
-    _write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
+    write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
     _write_metrics(folder / "metrics.csv", [])
     optimizer = make_optimizer(config.optimizer, model.params, config.lr)
     return Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
@@ -205,7 +205,7 @@ def resume(folder: str, given: dict) -> Run:
         record = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         raise ConfigError(f"{folder / 'config.json'} is damaged; this run cannot resume") from None
-    _write_text(folder / "config.json", json.dumps({**record, "epochs": config.epochs}, indent=2))
+    write_text(folder / "config.json", json.dumps({**record, "epochs": config.epochs}, indent=2))
     for stale in (folder / "checkpoints").glob(".*.npz.*"):
         stale.unlink(missing_ok=True)  # a temporary file a kill -9 left mid-write
     return run
@@ -359,7 +359,7 @@ def finish(run: Run) -> dict:
         count, variances = evaluate.active_units(model, x_test)
         results["active_units"] = count
         results["posterior_mean_variance"] = [round(float(v), 5) for v in variances]
-    _write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
     if config.figures:
         plots.make_figures(model, x_test, run.data.y_test, run.folder, rng)
         rows = _read_metrics(run.folder / "metrics.csv")
@@ -451,19 +451,11 @@ def _versions() -> dict:
     return {"npvae": __version__, "numpy": np.__version__, "numba": numba.__version__}
 
 
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def _write_metrics(path: Path, rows: list[dict]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as file:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
         writer = csv.DictWriter(file, METRICS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, path)
 
 
 def _append_metrics(path: Path, row: dict) -> None:

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,13 @@ def test_an_object_array_is_refused_without_being_unpickled(tmp_path):
         load_arrays(path)
     _assert_one_line_naming(err, path)
     assert not marker.exists()
+
+
+def test_a_saved_file_has_the_permissions_of_a_new_file(tmp_path):
+    """Not the 0600 of a bare temporary file: others may read a model if the umask lets them."""
+    old = os.umask(0o027)
+    try:
+        path = save_arrays(tmp_path / "a.npz", ARRAYS, HEADER)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640

@@ -1,0 +1,65 @@
+"""Atomic file writes: a file is either its old self or wholly new, never half-written.
+
+Every file npvae writes (checkpoints, models, figures, ``metrics.csv``, the JSON
+records) goes through :func:`atomic_path`: the content is written to a
+temporary file in the same folder, flushed to disk, and renamed over the
+target, which POSIX makes atomic.  A crash, ``kill -9`` or full disk at any
+moment leaves the previous file intact and no temporary behind (the temporary
+is removed on any exception; after ``kill -9`` a hidden ``.name.*`` file may
+remain, and the target is still whole).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:
+    handle = os.open(path, flags)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it becomes ``path`` if the block ends without error.
+
+    Write the content to the yielded path (``suffix`` keeps an extension that
+    a writer reads, such as ``.png`` for matplotlib).  On success the file gets
+    the permissions a new file would (``0o666`` less the umask; ``mkstemp``
+    alone gives ``0o600``), is synced to disk and renamed over ``path``, and the
+    folder is synced so the rename survives a power cut.  On any exception the
+    temporary is removed and ``path`` is untouched.  Raises ``OSError`` if the
+    folder cannot be written.
+    """
+    path = Path(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())
+        _fsync(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # some file systems cannot sync a folder
+        _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
