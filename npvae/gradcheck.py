@@ -283,9 +283,11 @@ def _model_rows():
     for kind, name, cls, config, options in cases:
 
         def run(rng, cls=cls, config=config, options=options):
-            model = cls(**config)
             x = rng.random((4, config["input_dim"]))
             seed = int(rng.integers(2**32))
+            if config.get("free_bits"):
+                config = {**config, "free_bits": _floor_between(cls, config, x, seed, options)}
+            model = cls(**config)
             model.loss(x, np.random.default_rng(seed), **options)
             analytic = {name: grad.copy() for name, grad in model.grads.items()}
             return (
@@ -295,6 +297,20 @@ def _model_rows():
             )
 
         yield kind, name, run
+
+
+def _floor_between(cls, config, x, seed, options) -> float:
+    """A free-bits floor in the widest gap between the dimensions' KLs for this draw.
+
+    ``max(KL_j, floor)`` has a kink where a dimension's KL meets the floor; a
+    floor half a gap away from every KL keeps the difference steps off it, with
+    dimensions on both sides so that both branches are checked.
+    """
+    probe = cls(**{**config, "free_bits": 0.0})
+    report = probe.loss(x, np.random.default_rng(seed), grad=False, **options)
+    kl = np.sort(report["kl_per_dim"])
+    widest = int(np.argmax(np.diff(kl)))
+    return float(kl[widest : widest + 2].mean())
 
 
 def main(argv: list[str] | None = None) -> int:
