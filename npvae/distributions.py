@@ -41,7 +41,10 @@ class DiagonalGaussian:
     def sample_backward(
         dz: np.ndarray, log_var: np.ndarray, eps: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``dz (N, d) -> (dmu, dlog_var)``, each ``(N, d)``, for fixed ``eps``."""
+        """``dz (N, d) -> (dmu, dlog_var)``, each ``(N, d)``, for fixed ``eps``.
+
+        See ``docs/backprop.md#reparameterisation``.
+        """
         return kernels.reparameterize_backward(dz, log_var, eps)
 
     @staticmethod
@@ -54,7 +57,10 @@ class DiagonalGaussian:
 
     @staticmethod
     def kl_grad(mu: np.ndarray, log_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gradients of each dimension's KL: ``(mu, 0.5 (exp(log_var) − 1))``, ``(N, d)``."""
+        """Gradients of each dimension's KL: ``(mu, 0.5 (exp(log_var) − 1))``, ``(N, d)``.
+
+        See ``docs/backprop.md#gaussian-kl``.
+        """
         return kernels.gaussian_kl_grad(mu, log_var)
 
     @staticmethod
@@ -137,7 +143,10 @@ class Gaussian:
         return -0.5 * (sq @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
 
     def log_prob_and_grad(self, x: np.ndarray, mean: np.ndarray):
-        """``(log p (N,), d log p / d mean (N, D))``."""
+        """``(log p (N,), d log p / d mean (N, D))``.
+
+        See ``docs/backprop.md#gaussian-likelihood``.
+        """
         precision = np.exp(-self.log_var)
         diff = x - mean
         log_p = -0.5 * ((diff * diff) @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
@@ -145,6 +154,8 @@ class Gaussian:
 
     def accumulate_grads(self, x: np.ndarray, mean: np.ndarray, weight: np.ndarray) -> None:
         """Add ``Σ_n weight_n · d log p_n / d log_var`` into ``grads["log_var"]``.
+
+        See ``docs/backprop.md#gaussian-likelihood``.
 
         ``weight (N,)`` is d(loss)/d(log p_n) for each example.
         """

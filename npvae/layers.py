@@ -135,7 +135,10 @@ class ReLU(Layer):
 
 
 class LeakyReLU(Layer):
-    """``x`` where ``x > 0``, else ``slope * x``.  See ``docs/backprop.md#leaky-relu``."""
+    """``x`` where ``x > 0``, else ``slope * x``.  See ``docs/backprop.md#leaky-relu``.
+
+    Shapes: any, output like input.
+    """
 
     def __init__(self, slope: float = 0.01) -> None:
         super().__init__()
@@ -153,7 +156,10 @@ class LeakyReLU(Layer):
 
 
 class Tanh(Layer):
-    """``tanh(x)``; derivative ``1 - tanh(x)**2``.  See ``docs/backprop.md#tanh``."""
+    """``tanh(x)``; derivative ``1 - tanh(x)**2``.  See ``docs/backprop.md#tanh``.
+
+    Shapes: any, output like input.
+    """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._out = np.tanh(x)
@@ -164,12 +170,15 @@ class Tanh(Layer):
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function ``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
+    """Logistic function ``1 / (1 + exp(-x))``, without overflow for large ``|x|``; any shape."""
     return kernels.sigmoid(x)
 
 
 class Sigmoid(Layer):
-    """``sigmoid(x)``; derivative ``s * (1 - s)``.  See ``docs/backprop.md#sigmoid``."""
+    """``sigmoid(x)``; derivative ``s * (1 - s)``.  See ``docs/backprop.md#sigmoid``.
+
+    Shapes: any, output like input.
+    """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._out = sigmoid(x)
@@ -180,7 +189,10 @@ class Sigmoid(Layer):
 
 
 class Softplus(Layer):
-    """``log(1 + exp(x))``; derivative ``sigmoid(x)``.  See ``docs/backprop.md#softplus``."""
+    """``log(1 + exp(x))``; derivative ``sigmoid(x)``.  See ``docs/backprop.md#softplus``.
+
+    Shapes: any, output like input.
+    """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
