@@ -151,6 +151,88 @@ def test_data_dir_may_be_the_parent_of_a_name_folder(places):
     assert find_dataset("fake", parent, download=False) == parent / "fake"
 
 
+def register_other(monkeypatch) -> dict[str, bytes]:
+    """Register a second fake dataset, "other"; return its contents."""
+    contents = fake_contents(seed=1)
+    monkeypatch.setitem(
+        sources.DATASETS, "other", DatasetSpec("other", spec_for(contents).files, ())
+    )
+    return contents
+
+
+def test_npvae_data_is_a_root_with_a_folder_per_dataset(places, monkeypatch):
+    root = places["tmp"] / "datasets"
+    write_files(root / "fake", places["contents"])
+    write_files(root / "other", register_other(monkeypatch))
+    write_files(places["system"], places["contents"])
+    monkeypatch.setenv("NPVAE_DATA", str(root))
+    assert locate_dataset("fake", download=False) == (root / "fake", "NPVAE_DATA")
+    assert locate_dataset("other", download=False) == (root / "other", "NPVAE_DATA")
+
+
+def test_name_folder_comes_before_the_files_beside_it(places, monkeypatch):
+    root = write_files(places["tmp"] / "datasets", register_other(monkeypatch))
+    write_files(root / "fake", places["contents"])
+    assert find_dataset("fake", root, download=False) == root / "fake"
+    monkeypatch.setenv("NPVAE_DATA", str(root))
+    assert find_dataset("fake", download=False) == root / "fake"
+
+
+def test_npvae_data_of_another_dataset_is_skipped(places, monkeypatch):
+    # The audit's case: NPVAE_DATA=<mnist files>, --dataset fashion-mnist.
+    env_dir = write_files(places["tmp"] / "other-files", register_other(monkeypatch))
+    monkeypatch.setenv("NPVAE_DATA", str(env_dir))
+    write_files(places["system"], places["contents"])
+    assert locate_dataset("fake", download=False) == (places["system"], "system")
+    assert load_dataset("fake", download=False).source == f"{places['system']} (system)"
+    write_files(places["cache"], places["contents"])
+    assert locate_dataset("fake", download=False) == (places["cache"], "cache")
+    assert locate_dataset("other", download=False) == (env_dir, "NPVAE_DATA")
+
+
+def test_npvae_data_of_another_dataset_is_skipped_for_the_download(places, server, monkeypatch):
+    served, url = server
+    write_files(served, places["contents"])
+    monkeypatch.setenv("NPVAE_MIRROR", url)
+    env_dir = write_files(places["tmp"] / "other-files", register_other(monkeypatch))
+    monkeypatch.setenv("NPVAE_DATA", str(env_dir))
+    assert locate_dataset("fake") == (places["cache"], f"downloaded from {url}")
+
+
+def test_skipped_npvae_data_folder_is_named_when_nothing_is_found(places, monkeypatch):
+    env_dir = write_files(places["tmp"] / "other-files", register_other(monkeypatch))
+    monkeypatch.setenv("NPVAE_DATA", str(env_dir))
+    with pytest.raises(DataError) as caught:
+        find_dataset("fake", download=False)
+    assert f"{env_dir} (holds other)" in str(caught.value)
+
+
+def test_damaged_file_in_npvae_data_is_an_error_naming_it(places, monkeypatch):
+    contents = dict(places["contents"])
+    damaged = bytearray(contents["test_images"])
+    damaged[100] ^= 0xFF  # of no known dataset: damaged, not another dataset's
+    contents["test_images"] = bytes(damaged)
+    env_dir = write_files(places["tmp"] / "damaged", contents)
+    monkeypatch.setenv("NPVAE_DATA", str(env_dir))
+    write_files(places["system"], places["contents"])
+    with pytest.raises(DataError) as caught:
+        load_dataset("fake", download=False)
+    message = str(caught.value)
+    assert message.startswith(f"{env_dir / 't10k-images-idx3-ubyte.gz'}: does not match")
+    assert "damaged" in message and "delete" not in message
+
+
+def test_data_dir_of_another_dataset_says_so_plainly(places, monkeypatch):
+    folder = write_files(places["tmp"] / "other-files", register_other(monkeypatch))
+    write_files(places["system"], places["contents"])  # an explicit folder is not passed over
+    with pytest.raises(DataError) as caught:
+        load_dataset("fake", folder, download=False)
+    assert str(caught.value) == (
+        f"{folder / 't10k-images-idx3-ubyte.gz'} is not fake (its checksum is other's); "
+        "point --data-dir at the fake files"
+    )
+
+
 def test_raw_files_are_found_too(places):
     folder = places["tmp"] / "raw"
     folder.mkdir()
@@ -330,10 +412,12 @@ def spec_for(contents: dict[str, bytes]) -> DatasetSpec:
     return DatasetSpec("fake", files, ())
 
 
-def test_file_of_another_dataset_fails_the_checksum(places):
+def test_file_of_no_known_dataset_fails_the_checksum_without_delete_it(places):
     folder = write_files(places["tmp"] / "wrong", fake_contents(seed=1))
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz.*SHA-256"):
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: does not match") as caught:
         load_dataset("fake", folder, download=False)
+    message = str(caught.value)
+    assert "may be damaged or another version" in message and "delete" not in message
 
 
 def test_images_of_the_wrong_shape_are_named(places, monkeypatch):

@@ -152,10 +152,12 @@ def read_idx(path: str | Path, *, expected_sha256: str | None = None) -> np.ndar
     except OSError as err:
         raise DataError(f"{path}: read failed ({err})") from None
     if hasher is not None and hasher.hexdigest() != expected_sha256.lower():
+        # The file may be valid (another version of the data, or a file of
+        # another dataset among these), so the message must not say delete it.
         raise DataError(
-            f"{path}: SHA-256 of the decompressed contents is {hasher.hexdigest()[:16]}..., "
-            f"expected {expected_sha256[:16]}...: the file is damaged or belongs to another "
-            "dataset; delete it or point --data-dir at the right files"
+            f"{path}: does not match the expected checksum (SHA-256 of the decompressed "
+            f"contents is {hasher.hexdigest()[:16]}..., expected {expected_sha256[:16]}...); "
+            "it may be damaged or another version; point --data-dir at the right files"
         )
     return array
 

@@ -4,7 +4,8 @@
 returns the first folder that holds all of them:
 
 1. ``data_dir`` (the CLI's ``--data-dir``) if given, else ``$NPVAE_DATA``
-   if set; both ``<dir>`` itself and ``<dir>/<name>`` are tried;
+   if set; ``<dir>/<name>`` is tried first, then ``<dir>`` itself, so one
+   ``$NPVAE_DATA`` can hold a folder per dataset;
 2. the user's cache, ``$XDG_CACHE_HOME/npvae/<name>`` (``~/.cache`` when
    ``XDG_CACHE_HOME`` is unset, empty or relative, as the XDG spec says);
 3. the system folder Debian's dataset packages install to,
@@ -14,6 +15,13 @@ returns the first folder that holds all of them:
 A file may be stored gzip-compressed (``<stem>.gz``) or raw (``<stem>``).
 Checksums are SHA-256 of the *decompressed* bytes, since mirrors and Debian
 recompress the files and the gzip bytes differ from one copy to the next.
+
+A folder of step 1 whose test images are another known dataset's (their
+checksum says whose) is the wrong folder: ``--data-dir`` names it for this
+run, so that is an error saying so; ``$NPVAE_DATA`` is a default for every
+dataset, so its folder is skipped and the search goes on.  Anything else
+wrong with a file (damage, another version) shows when
+:func:`npvae.data.datasets.load_dataset` checks every file as it reads it.
 
 Downloads are all or nothing: every missing file is fetched into a hidden
 temporary file in the cache folder, checked, and only when every one has
@@ -45,7 +53,8 @@ from npvae.errors import DataError
 #: Where Debian's ``dataset-*`` packages install (``/usr/share/datasets/<name>``).
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 
-#: Environment variable naming a folder to search first (like ``--data-dir``).
+#: Environment variable naming a folder to search first: a root holding
+#: ``<name>/`` folders, or (like ``--data-dir``) one dataset's files.
 DATA_ENV = "NPVAE_DATA"
 
 #: Environment variable replacing the mirror list with one base URL.
@@ -206,7 +215,7 @@ def search_path(name: str, data_dir: str | Path | None = None) -> list[tuple[Pat
     else:
         user_dir = None
     if user_dir is not None:
-        places += [(user_dir, label), (user_dir / name, label)]
+        places += [(user_dir / name, label), (user_dir, label)]
     places.append((cache_dir(name), "cache"))
     places.append((SYSTEM_DATA_DIR / name, "system"))
     return places
@@ -220,7 +229,8 @@ def find_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     name : str
         A key of :data:`DATASETS`, e.g. ``"mnist"`` or ``"fashion-mnist"``.
     data_dir : str or Path, optional
-        Searched first (and ``<data_dir>/<name>``); else ``$NPVAE_DATA``.
+        Searched first (``<data_dir>/<name>``, then ``<data_dir>``); else
+        ``$NPVAE_DATA``.
     download : bool
         If no folder holds the files, download them into the cache.
 
@@ -228,15 +238,18 @@ def find_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     -------
     Path
         A folder where every file of ``DATASETS[name].files`` exists (as
-        ``<stem>.gz`` or ``<stem>``).  Checksums of files found locally are
-        not checked here; :func:`npvae.data.datasets.load_dataset` checks
-        them while reading.
+        ``<stem>.gz`` or ``<stem>``).  In ``data_dir`` and ``$NPVAE_DATA``
+        the test images' checksum is checked, to tell another dataset's
+        folder; :func:`npvae.data.datasets.load_dataset` checks every file
+        while reading it.
 
     Raises
     ------
     DataError
-        If the files are nowhere and cannot be downloaded: one line listing
-        the folders searched, the download failure, and what to do.
+        If ``data_dir`` holds another dataset's files, or a file there or in
+        ``$NPVAE_DATA`` is corrupt gzip; or if the files are nowhere and
+        cannot be downloaded: one line listing the folders searched, the
+        download failure, and what to do.
     """
     return locate_dataset(name, data_dir, download)[0]
 
@@ -255,10 +268,23 @@ def locate_dataset(
     """
     spec = _spec(name)
     places = search_path(name, data_dir)
+    owners: dict[Path, str] = {}  # user folders skipped: whose files they hold
     for folder, label in places:
-        if _holds_all(folder, spec):
+        if not _holds_all(folder, spec):
+            continue
+        if label not in ("data_dir", DATA_ENV):
             return folder, label
-    searched = ", ".join(_describe(folder, spec) for folder, _ in places)
+        wrong = _other_dataset(folder, spec)
+        if wrong is None:
+            return folder, label
+        path, owner = wrong
+        if label == "data_dir":
+            raise DataError(
+                f"{path} is not {name} (its checksum is {owner}'s); "
+                f"point --data-dir at the {name} files"
+            )
+        owners[folder] = owner
+    searched = ", ".join(_describe(folder, spec, owners.get(folder)) for folder, _ in places)
     if not download:
         raise DataError(
             f"dataset {name} not found (looked in {searched}) and downloading is off; "
@@ -276,8 +302,27 @@ def locate_dataset(
     return target, f"downloaded from {mirror}"
 
 
-def _describe(folder: Path, spec: DatasetSpec) -> str:
-    """A folder's path, flagged if it holds some but not all of the files."""
+def _other_dataset(folder: Path, spec: DatasetSpec) -> tuple[Path, str] | None:
+    """``(file, dataset name)`` if ``folder``'s test images are another known dataset's.
+
+    One file tells which dataset a folder holds; the test images are small
+    (7.5 MB for MNIST) and, unlike labels, never shared between datasets.
+    """
+    data_file = spec.files["test_images"]
+    path = file_in(folder, data_file)
+    digest = decompressed_sha256(path)
+    if digest == data_file.sha256:
+        return None
+    for other in DATASETS.values():
+        if other is not spec and any(known.sha256 == digest for known in other.files.values()):
+            return path, other.name
+    return None
+
+
+def _describe(folder: Path, spec: DatasetSpec, owner: str | None = None) -> str:
+    """A folder's path, flagged if it holds some but not all of the files, or another dataset's."""
+    if owner is not None:
+        return f"{folder} (holds {owner})"
     n_present = sum(file_in(folder, data_file) is not None for data_file in spec.files.values())
     if n_present:
         return f"{folder} (only {n_present} of {len(spec.files)} files)"
