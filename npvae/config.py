@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,9 @@ MODELS = ("vae", "iwae", "ae", "sparse-ae", "denoising-ae", "contractive-ae")
 DATASETS = ("auto", "mnist", "fashion-mnist", "digits")
 
 
-def _help(text: str, **extra) -> dict:
-    return {"help": text, **extra}
+def _help(text: str, default: str | None = None) -> dict:
+    """A field's help text, and its default as --help shows it when not the value itself."""
+    return {"help": text} if default is None else {"help": text, "default": default}
 
 
 @dataclass
@@ -41,7 +43,11 @@ class Config:
         ),
     )
     data_dir: str | None = field(
-        default=None, metadata=_help("folder holding the dataset's IDX files (or $NPVAE_DATA)")
+        default=None,
+        metadata=_help(
+            "folder holding the dataset's IDX files",
+            default="$NPVAE_DATA, ~/.cache/npvae, /usr/share/datasets, else a download",
+        ),
     )
     binarize: str = field(
         default="none",
@@ -53,7 +59,10 @@ class Config:
     # --- architecture
     hidden: list[int] | None = field(
         default=None,
-        metadata=_help("hidden widths, e.g. 400 or 500,500 (default 400; none for contractive-ae)"),
+        metadata=_help(
+            "hidden widths, e.g. 400 or 500,500; none: no hidden layer",
+            default="400; none for contractive-ae",
+        ),
     )
     latent: int = field(default=20, metadata=_help("size of the latent space (code size for AEs)"))
     activation: str = field(
@@ -133,30 +142,53 @@ CHOICES = {
     "dtype": ("float32", "float64"),
 }
 
-#: (field, smallest allowed value, whether the bound itself is allowed)
-BOUNDS = [
-    ("epochs", 1, True),
-    ("batch_size", 1, True),
-    ("latent", 1, True),
-    ("k", 1, True),
-    ("samples", 1, True),
-    ("val_size", 0, True),
-    ("lr", 0, False),
-    ("lr_step", 1, True),
-    ("lr_gamma", 0, False),
-    ("clip", 0, True),
-    ("beta", 0, True),
-    ("warmup", 0, True),
-    ("free_bits", 0, True),
-    ("sparsity_weight", 0, True),
-    ("noise_level", 0, True),
-    ("contraction", 0, True),
-    ("ll_samples", 0, True),
-    ("ll_examples", 0, True),
-]
+#: The allowed values of every number, as intervals: "[" or "]" takes the end in, "(" or ")"
+#: leaves it out.  They are what the models, optimizers and schedules accept (noise level:
+#: also at most 1 unless the noise is gaussian), so a bad value stops here, before a run
+#: folder exists.  NaN is inside no interval, inf inside none of these.
+BOUNDS = {
+    "val_size": "[0, inf)",
+    "latent": "[1, inf)",
+    "epochs": "[1, inf)",
+    "batch_size": "[1, inf)",
+    "lr": "(0, inf)",
+    "lr_step": "[1, inf)",
+    "lr_gamma": "(0, inf)",
+    "clip": "[0, inf)",  # 0: off
+    "beta": "[0, inf)",
+    "warmup": "[0, inf)",
+    "free_bits": "[0, inf)",
+    "samples": "[1, inf)",
+    "k": "[1, inf)",
+    "sparsity_weight": "[0, inf)",
+    "sparsity_target": "(0, 1)",
+    "noise_level": "[0, inf)",
+    "contraction": "[0, inf)",
+    "ll_samples": "[0, inf)",
+    "ll_examples": "[0, inf)",
+    "seed": "[0, inf)",  # numpy's generators take any whole number >= 0
+}
+
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
-def parse_hidden(text) -> list[int]:
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _kind(name: str) -> type:
+    default = FIELDS[name].default
+    return str if default is None else type(default)
+
+
+def _fits(kind: type, value) -> bool:
+    """Whether a TOML or JSON value is of type ``kind`` (an int is a fine float; a bool no int)."""
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+def parse_hidden(text, label: str = "--hidden") -> list[int]:
     """``"500,500"``, ``"400"``, ``""``/``"none"`` or a list -> widths."""
     if isinstance(text, list):
         items = text
@@ -167,53 +199,73 @@ def parse_hidden(text) -> list[int]:
     try:
         widths = [int(item) for item in items]
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"hidden sizes must be whole numbers like 500,500, got {text!r}"
-        ) from None
+        raise ConfigError(f"{label} must be whole numbers like 500,500, got {text!r}") from None
     if any(width < 1 for width in widths):
-        raise ConfigError(f"hidden sizes must be positive, got {text!r}")
+        raise ConfigError(f"{label} must be positive widths, got {text!r}")
     return widths
 
 
-def _coerce(name: str, value):
-    """A value from TOML or a flag, converted to the field's type (or a ConfigError)."""
+def _from_flag(name: str, text):
+    """A flag's text converted to the field's type (switches arrive as bools already)."""
     if name == "hidden":
-        return None if value is None else parse_hidden(value)
-    default = FIELDS[name].default
-    if value is None and default is None:
-        return None  # config.json and checkpoints store an unset data_dir as null
-    kind = type(default) if default is not None else str
+        return parse_hidden(text)
+    kind = _kind(name)
+    if kind in (str, bool):
+        return text
     try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).lower()
-            if text not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return text in ("true", "1", "yes")
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return kind(value)
-    except (TypeError, ValueError):
-        flag = "--" + name.replace("_", "-")
-        expected = {int: "a whole number", float: "a number", bool: "true or false"}
-        raise ConfigError(f"{flag} must be {expected.get(kind, 'text')}, got {value!r}") from None
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{_flag(name)} must be {KINDS[kind]}, got {text!r}") from None
+
+
+def _typed(name: str, value, label: str):
+    """A TOML or JSON value, if its type is the field's; else a ConfigError naming ``label``."""
+    if value is None and FIELDS[name].default is None:
+        return None  # config.json and checkpoints store an unset field as null
+    if name == "hidden":
+        widths = isinstance(value, list) and all(_fits(int, width) for width in value)
+        if widths or isinstance(value, str) or _fits(int, value):
+            return parse_hidden(value, label)
+        expected = "a list of whole numbers like [500, 500]"
+    else:
+        kind = _kind(name)
+        if _fits(kind, value):
+            return float(value) if kind is float else value
+        expected = KINDS[kind]
+    got = "a table" if isinstance(value, dict) else repr(value)
+    raise ConfigError(f"{label} must be {expected}, got {got}")
+
+
+def _check_range(name: str, value, label: str) -> None:
+    """Raise a ConfigError naming ``label`` unless ``value`` is inside ``BOUNDS[name]``."""
+    interval = BOUNDS[name]
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    above = low <= value if interval[0] == "[" else low < value
+    below = value <= high if interval[-1] == "]" else value < high
+    if above and below:
+        return
+    if high == math.inf:
+        rule = f"{'at least' if interval[0] == '[' else 'more than'} {low:g}"
+    else:
+        rule = f"in {interval}"
+    if isinstance(value, float) and not math.isfinite(value):
+        rule = f"a finite number {rule}"
+    raise ConfigError(f"{label} must be {rule}, got {value}")
 
 
 def validate(config: Config) -> Config:
     """Check every value's range and name; returns ``config`` or raises ConfigError."""
     for name, choices in CHOICES.items():
         if getattr(config, name) not in choices:
-            flag = "--" + name.replace("_", "-")
             raise ConfigError(
-                f"{flag} {getattr(config, name)!r} is not one of: {', '.join(choices)}"
+                f"{_flag(name)} {getattr(config, name)!r} is not one of: {', '.join(choices)}"
             )
-    for name, low, inclusive in BOUNDS:
-        value = getattr(config, name)
-        if value < low or (value == low and not inclusive):
-            flag = "--" + name.replace("_", "-")
-            relation = "at least" if inclusive else "more than"
-            raise ConfigError(f"{flag} must be {relation} {low}, got {value}")
+    for name in BOUNDS:
+        _check_range(name, getattr(config, name), _flag(name))
+    if config.noise != "gaussian" and config.noise_level > 1:
+        raise ConfigError(
+            f"--noise-level must be in [0, 1] for --noise {config.noise}, got {config.noise_level}"
+        )
     if config.model == "contractive-ae" and config.resolved_hidden():
         raise ConfigError(
             "contractive-ae supports a one-layer encoder only: "
@@ -240,10 +292,9 @@ def read_toml(path: str | Path) -> dict:
         name = key.replace("-", "_")
         if name not in FIELDS:
             raise ConfigError(f"{path}: unknown key {key!r}; see python -m npvae.train --help")
-        try:
-            values[name] = _coerce(name, value)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
+        values[name] = _typed(name, value, f"{path}: {key}")
+        if name in BOUNDS:
+            _check_range(name, values[name], f"{path}: {key}")
     return values
 
 
@@ -268,13 +319,12 @@ def make_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped"
     )
     for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        shown = "none" if f.default is None else f.default
+        shown = f.metadata.get("default", "none" if f.default is None else f.default)
         text = f"{f.metadata['help']} (default: {shown})"
         if isinstance(f.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=text)
         else:
-            parser.add_argument(flag, metavar=f.name.upper(), help=text)
+            parser.add_argument(_flag(f.name), metavar=f.name.upper(), help=text)
     return parser
 
 
@@ -287,7 +337,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, dict, str | None]:
     namespace = vars(make_parser().parse_args(argv))
     resume = namespace.pop("resume", None)
     given = read_toml(namespace.pop("config")) if "config" in namespace else {}
-    given.update({name: _coerce(name, value) for name, value in namespace.items()})
+    given.update({name: _from_flag(name, value) for name, value in namespace.items()})
     return validate(Config(**given)), given, resume
 
 
@@ -296,4 +346,5 @@ def from_dict(values: dict, source) -> Config:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ConfigError(f"{source}: unknown settings {unknown}; was it written by npvae?")
-    return validate(Config(**{name: _coerce(name, value) for name, value in values.items()}))
+    typed = {name: _typed(name, value, f"{source}: {name}") for name, value in values.items()}
+    return validate(Config(**typed))

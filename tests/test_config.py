@@ -6,8 +6,21 @@ import dataclasses
 
 import pytest
 
-from npvae.config import FIELDS, Config, from_dict, make_parser, parse_args, read_toml, validate
+from npvae.config import (
+    BOUNDS,
+    FIELDS,
+    Config,
+    from_dict,
+    make_parser,
+    parse_args,
+    read_toml,
+    validate,
+)
 from npvae.errors import ConfigError
+from npvae.optim import make_schedule
+from npvae.train import build_model, main
+
+FLOAT_FIELDS = [name for name, f in FIELDS.items() if isinstance(f.default, float)]
 
 
 def write(tmp_path, text: str):
@@ -71,9 +84,9 @@ def test_hidden_accepts_text_lists_and_none(tmp_path):
     [
         ("latnet = 3\n", "unknown key 'latnet'"),
         ("latent = \n", "not valid TOML"),
-        ('latent = "three"\n', "--latent must be a whole number"),
-        ("latent = 2.5\n", "--latent"),
-        ('figures = "maybe"\n', "--figures"),
+        ('latent = "three"\n', "latent must be a whole number, got 'three'"),
+        ("latent = 2.5\n", "latent must be a whole number, got 2.5"),
+        ('figures = "maybe"\n', "figures must be true or false, got 'maybe'"),
     ],
 )
 def test_bad_toml_is_one_config_error_line(text, named, tmp_path):
@@ -82,8 +95,7 @@ def test_bad_toml_is_one_config_error_line(text, named, tmp_path):
         parse_args(["--config", str(path)])
     message = str(caught.value)
     assert named in message
-    if "key" in named or "TOML" in named:
-        assert message.startswith(str(path))
+    assert message.startswith(str(path))
     assert "\n" not in message
 
 
@@ -145,16 +157,156 @@ def test_every_field_is_a_flag_with_help_and_its_default():
         assert field.metadata.get("help"), name
     texts = {action.dest: action.help for action in parser._actions}
     assert texts["batch_size"].endswith("(default: 128)")
-    assert texts["hidden"].endswith("(default: none)")
+    assert texts["hidden"].endswith("(default: 400; none for contractive-ae)")
+    for text in texts.values():
+        assert text is None or text.count("default") <= 1, text
 
 
 def test_bad_value_in_a_toml_file_names_the_file(tmp_path):
     path = tmp_path / "settings.toml"
     path.write_text("epochs = 'many'\n")
-    with pytest.raises(ConfigError, match=r"settings.toml: --epochs must be a whole number"):
+    with pytest.raises(ConfigError, match=r"settings.toml: epochs must be a whole number"):
         read_toml(path)
 
 
 def test_abbreviated_flags_are_refused():
     with pytest.raises(ConfigError, match="unrecognized arguments: --batch"):
         parse_args(["--batch", "64"])
+
+
+def test_every_number_has_a_range():
+    numbers = {n for n, f in FIELDS.items() if type(f.default) in (int, float)}
+    assert numbers == set(BOUNDS)
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_flag_refuses_nan_and_inf(name, value):
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(ConfigError) as caught:
+        parse_args([f"{flag}={value}"])
+    message = str(caught.value)
+    assert message.startswith(f"{flag} must be ") and message.endswith(f"got {float(value)}")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seed", "-1"], "--seed must be at least 0, got -1"),
+        (["--lr", "nan"], "--lr must be a finite number more than 0, got nan"),
+        (["--clip", "inf"], "--clip must be a finite number at least 0, got inf"),
+        (["--lr-gamma", "0"], "--lr-gamma must be more than 0, got 0.0"),
+        (["--sparsity-target", "2"], "--sparsity-target must be in (0, 1), got 2.0"),
+        (["--sparsity-target", "0"], "--sparsity-target must be in (0, 1), got 0.0"),
+        (["--sparsity-target", "1"], "--sparsity-target must be in (0, 1), got 1.0"),
+        (["--noise-level", "5"], "--noise-level must be in [0, 1] for --noise mask, got 5.0"),
+        (
+            ["--noise", "salt-pepper", "--noise-level", "1.5"],
+            "--noise-level must be in [0, 1] for --noise salt-pepper, got 1.5",
+        ),
+        (
+            ["--noise", "gaussian", "--noise-level=-0.1"],
+            "--noise-level must be at least 0, got -0.1",
+        ),
+        (["--warmup=-5"], "--warmup must be at least 0, got -5"),
+        (["--seed", "1e3"], "--seed must be a whole number, got '1e3'"),
+    ],
+)
+def test_out_of_range_flags_name_the_flag(argv, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_args(argv)
+    assert str(caught.value) == message
+
+
+def test_edges_of_the_ranges_are_accepted_by_config_and_by_the_models():
+    edges = [
+        Config(model="sparse-ae", sparsity_target=1e-6, sparsity_weight=0.0),
+        Config(model="sparse-ae", sparsity_target=1 - 1e-6),
+        Config(model="denoising-ae", noise_level=1.0),
+        Config(model="denoising-ae", noise_level=0.0, noise="salt-pepper"),
+        Config(model="denoising-ae", noise="gaussian", noise_level=5.0),
+        Config(model="contractive-ae", contraction=0.0),
+        Config(beta=0.0, free_bits=0.0, warmup=0, clip=0.0),
+        Config(seed=2**64),  # numpy's generators take any whole number >= 0
+    ]
+    for config in edges:
+        assert validate(config) is config
+        build_model(config, input_dim=6)
+    make_schedule("step", 1e-9, step_size=1, gamma=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('out = ["a"]\n', "out must be text, got ['a']"),
+        ("epochs = true\n", "epochs must be a whole number, got True"),
+        ("batch_size = 1e2\n", "batch_size must be a whole number, got 100.0"),
+        ("batch-size = 64.0\n", "batch-size must be a whole number, got 64.0"),
+        ("lr = true\n", "lr must be a number, got True"),
+        ('lr = "0.1"\n', "lr must be a number, got '0.1'"),
+        ("figures = 1\n", "figures must be true or false, got 1"),
+        ("model = 3\n", "model must be text, got 3"),
+        ("data-dir = 0\n", "data-dir must be text, got 0"),
+        ("hidden = [true]\n", "hidden must be a list of whole numbers like [500, 500], got [True]"),
+        ("hidden = [1.5]\n", "hidden must be a list of whole numbers like [500, 500], got [1.5]"),
+        ('hidden = ["5"]\n', "hidden must be a list of whole numbers like [500, 500], got ['5']"),
+        ("hidden = [0]\n", "hidden must be positive widths, got [0]"),
+        ('[model]\nname = "vae"\n', "model must be text, got a table"),
+        ("latent = {size = 3}\n", "latent must be a whole number, got a table"),
+        ("lr = nan\n", "lr must be a finite number more than 0, got nan"),
+        ("clip = inf\n", "clip must be a finite number at least 0, got inf"),
+        ("sparsity-target = 2\n", "sparsity-target must be in (0, 1), got 2.0"),
+        ("seed = -1\n", "seed must be at least 0, got -1"),
+    ],
+)
+def test_toml_values_of_the_wrong_type_or_range_name_the_file_and_key(text, message, tmp_path):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        parse_args(["--config", str(path)])
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_toml_numbers_take_the_field_type(tmp_path):
+    values = read_toml(write(tmp_path, "lr = 1\nbeta = 2\nepochs = 3\n"))
+    assert values == {"lr": 1.0, "beta": 2.0, "epochs": 3}
+    assert isinstance(values["lr"], float) and isinstance(values["beta"], float)
+
+
+def test_from_dict_checks_types_and_names_the_source():
+    with pytest.raises(ConfigError, match=r"^config.json: latent must be a whole number, got '3'$"):
+        from_dict({"latent": "3"}, "config.json")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--seed", "-1"],
+        ["--lr", "nan"],
+        ["--clip", "inf"],
+        ["--lr-gamma", "nan"],
+        ["--beta", "inf"],
+        ["--contraction", "nan"],
+        ["--sparsity-weight", "inf"],
+        ["--free-bits", "nan"],
+        ["--model", "sparse-ae", "--sparsity-target", "2"],
+        ["--model", "denoising-ae", "--noise-level", "5"],
+        ["--model", "denoising-ae", "--noise-level", "nan"],
+    ],
+)
+def test_a_bad_value_stops_the_cli_before_any_run_folder(argv, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["--out", str(out), "--dataset", "digits", *argv]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    flag = next(arg for arg in reversed(argv) if arg.startswith("--"))
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag} must be "), lines
+    assert not out.exists()
+
+
+def test_a_bad_toml_value_stops_the_cli_before_any_run_folder(tmp_path, capsys):
+    out = tmp_path / "runs"
+    path = write(tmp_path, f'out = "{out}"\ndataset = "digits"\nbatch_size = 1e2\n')
+    assert main(["--config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"error: {path}: batch_size must be a whole number, got 100.0"]
+    assert not out.exists()
