@@ -25,7 +25,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from npvae._files import atomic_path, write_text
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, from_dict, parse_args
 from npvae.data import Batches, binarize_static, load_dataset, split_validation
+from npvae.data.datasets import EMBEDDED_NAME
 from npvae.errors import ConfigError, DataError, NpvaeError
 from npvae.models import (
     IWAE,
@@ -145,9 +146,31 @@ def load_data(config: Config):
     return data
 
 
+def _recorded_data(config: Config, record: dict):
+    """The dataset a resumed run trained on, exactly: no automatic choice, no fallback."""
+    used = record.get("dataset_used", config.dataset)
+    try:
+        data = load_data(replace(config, dataset=used))
+    except DataError as err:
+        raise DataError(f"this run trained on {used}, which cannot be loaded now: {err}") from None
+    # Files are checked against their checksums; the embedded set is defined by its source.
+    if used == EMBEDDED_NAME and data.source != record.get("data_source", data.source):
+        raise DataError(
+            f"this run trained on {record['data_source']}, but this npvae makes {data.source}"
+        )
+    return data
+
+
 def start(config: Config) -> Run:
     """A new run: its folder, data, model and optimizer."""
     data = load_data(config)
+    try:
+        model = build_model(config, data.x_train.shape[1])
+    except MemoryError:
+        raise ConfigError(
+            f"a {config.model} with hidden widths {config.resolved_hidden()} and latent size "
+            f"{config.latent} does not fit in memory; reduce --hidden or --latent"
+        ) from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(config.out) / f"{stamp}-{config.model}"
     for suffix in range(1, 1000):
@@ -160,7 +183,6 @@ def start(config: Config) -> Run:
         raise ConfigError(
             f"cannot create the run folder {folder}: {err.strerror}; choose another with --out"
         ) from None
-    model = build_model(config, data.x_train.shape[1])
     record = {
         **asdict(config),
         "hidden": config.resolved_hidden(),
@@ -178,7 +200,12 @@ def start(config: Config) -> Run:
 
 
 def resume(folder: str, given: dict) -> Run:
-    """Rebuild a run from ``folder/checkpoints/last.npz``; only ``--epochs`` may change."""
+    """Rebuild a run from ``folder/checkpoints/last.npz``; only ``--epochs`` may change.
+
+    It trains on the dataset the run recorded as used. ``--epochs`` may not go below
+    the epochs done; equal to them, only missing results are made (after a stop in
+    the final evaluation), else there is nothing to do.
+    """
     folder = Path(folder)
     path = folder / "checkpoints" / "last.npz"
     if not (folder / "config.json").is_file() or not path.is_file():
@@ -190,22 +217,35 @@ def resume(folder: str, given: dict) -> Run:
         )
     saved = load_checkpoint(path)
     config = from_dict({**saved.config, **given}, path)
-    data = load_data(config)
+    try:
+        record = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ConfigError(f"{folder / 'config.json'} is damaged; this run cannot resume") from None
+    partial = saved.extra.get("partial", {})
+    if config.epochs < saved.epoch or (config.epochs == saved.epoch and partial):
+        raise ConfigError(
+            f"{folder} already has {saved.epoch} epochs; "
+            f"to train on, give --epochs more than {saved.epoch}"
+        )
+    if config.epochs == saved.epoch and (folder / "results.json").is_file():
+        raise TrainingStopped(
+            f"nothing to do: {folder} already has its {saved.epoch} epochs and results; "
+            f"to train on, give --epochs more than {saved.epoch}",
+            0,
+        )
+    rows = _completed_metrics(folder / "metrics.csv", saved.epoch)
+    data = _recorded_data(config, record)
     optimizer = make_optimizer(config.optimizer, saved.model.params, config.lr)
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
     run.epoch, run.step = saved.epoch, saved.step
     run.best = saved.extra.get("best", math.inf)
-    run.partial = saved.extra.get("partial", {})
+    run.partial = partial
     if run.partial:
         run.partial["order"] = saved.run_arrays["order"]
-    rows = [row for row in _read_metrics(folder / "metrics.csv") if int(row["epoch"]) <= run.epoch]
     _write_metrics(folder / "metrics.csv", rows)
-    try:
-        record = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ConfigError(f"{folder / 'config.json'} is damaged; this run cannot resume") from None
-    write_text(folder / "config.json", json.dumps({**record, "epochs": config.epochs}, indent=2))
+    record["epochs"] = config.epochs
+    write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
     for stale in (folder / "checkpoints").glob(".*.npz.*"):
         stale.unlink(missing_ok=True)  # a temporary file a kill -9 left mid-write
     return run
@@ -247,7 +287,7 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
         run.optimizer.lr = schedule(run.epoch)
         partial = run.partial or {"order": batches.draw_order(), "batch": 0, "sums": {}, "n": 0}
         run.partial = {}
-        started = time.perf_counter()
+        started, resumed_at = time.perf_counter(), partial["n"]
         bar = _progress(len(batches), f"epoch {epoch}/{config.epochs}", partial["batch"])
         for index, x in batches.iter_from(partial["order"], partial["batch"]):
             report = model.loss(x, run.rng, step=run.step)
@@ -272,8 +312,12 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
                 )
         if bar is not None:
             bar.close()
-        seconds = time.perf_counter() - started
-        row = _epoch_row(run, epoch, partial, seconds, x_val, x_test)
+        seconds = max(time.perf_counter() - started, 1e-9)
+        row = _epoch_row(run, epoch, partial, x_val, x_test)
+        # Speed is this process's examples over this process's time: after a mid-epoch
+        # resume, the batches before the interruption were timed by another process.
+        examples = partial["n"] - resumed_at
+        row.update(seconds=round(seconds, 3), examples_per_second=round(examples / seconds, 1))
         run.epoch = epoch
         _append_metrics(run.folder / "metrics.csv", row)
         selection = row["val_loss"] if x_val is not None else row["train_loss"]
@@ -282,10 +326,16 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
             _save(run, "best.npz")
         _save(run, "last.npz")
         print(_epoch_line(row, config.epochs), flush=True)
+        if stop.signal:  # it came during the evaluation or the checkpoint
+            raise TrainingStopped(
+                f"stopped by {stop.name} at the end of epoch {epoch}; checkpoint written; "
+                f"continue with: python -m npvae.train --resume {run.folder}",
+                EXIT_INTERRUPTED,
+            )
 
 
-def _epoch_row(run: Run, epoch: int, partial: dict, seconds: float, x_val, x_test) -> dict:
-    """One line of metrics.csv: the epoch's running training averages and evaluations."""
+def _epoch_row(run: Run, epoch: int, partial: dict, x_val, x_test) -> dict:
+    """metrics.csv's line but the timing: the epoch's running training averages and evaluations."""
     sums, n = partial["sums"], partial["n"]
     row = {
         "epoch": epoch,
@@ -294,8 +344,6 @@ def _epoch_row(run: Run, epoch: int, partial: dict, seconds: float, x_val, x_tes
         "train_recon": sums["recon"] / n,
         "train_kl": sums["kl"] / n if "kl" in sums and run.config.model in ("vae", "iwae") else "",
         "val_loss": "",
-        "seconds": round(seconds, 3),
-        "examples_per_second": round(n / seconds, 1) if seconds > 0 else "",
     }
     eval_rng = np.random.default_rng([run.config.seed, epoch, 1])
     if x_val is not None:
@@ -311,10 +359,14 @@ def _check_finite(run: Run, loss: float, epoch: int, index: int) -> None:
     if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads):
         return
     what = "loss" if not math.isfinite(loss) else "gradient"
+    if (run.folder / "checkpoints" / "last.npz").is_file():
+        where = f"the last good checkpoint is in {run.folder / 'checkpoints'}"
+    else:
+        where = "no checkpoint was written, as the run diverged in its first epoch"
     raise TrainingStopped(
         f"the {what} became NaN or infinite at epoch {epoch}, batch {index + 1}; "
-        f"lower the learning rate (--lr {run.config.lr:g}) or clip gradients (--clip 1); "
-        f"the last good checkpoint is in {run.folder / 'checkpoints'}",
+        f"lower the learning rate (it was {run.optimizer.lr:g} at this step) or clip gradients "
+        f"(--clip 1); {where}",
         EXIT_NAN,
     )
 
@@ -474,6 +526,26 @@ def _read_metrics(path: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+def _completed_metrics(path: Path, epochs: int) -> list[dict]:
+    """metrics.csv's rows of epochs 1 to ``epochs``; a ConfigError if it is damaged.
+
+    Rows of later epochs (appended just before a kill, with no checkpoint after) are dropped.
+    """
+    try:
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            rows = [row for row in reader if int(row["epoch"]) <= epochs]
+        whole = reader.fieldnames == METRICS and all(None not in [*r, *r.values()] for r in rows)
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError):
+        whole = False
+    if not whole or [int(row["epoch"]) for row in rows] != list(range(1, epochs + 1)):
+        raise ConfigError(
+            f"{path} is missing or damaged (its checkpoint has {epochs} epochs); "
+            "this run cannot resume"
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
     try:
@@ -487,10 +559,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done: {_summary(results)}", flush=True)
         return 0
     except TrainingStopped as stop:
-        print(stop, file=sys.stderr)
+        print(stop, file=sys.stderr if stop.status else sys.stdout)
         return stop.status
     except NpvaeError as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print(
+            "error: a batch does not fit in memory; reduce --batch-size, --k, --samples, "
+            "--ll-samples or --hidden",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         # Ctrl-C outside the loop (loading data, the final evaluation): nothing half-written.

@@ -7,8 +7,11 @@ images (randomness also in the data and the corruption).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,13 +21,15 @@ from train_support import (
     isolate,
     one_line,
     only_run,
+    read_metrics,
     run_main,
     tiny_spec,
     write_tiny_mnist,
 )
 
+from npvae import evaluate, train
 from npvae.checkpoint import load_checkpoint
-from npvae.data import sources
+from npvae.data import datasets, sources
 from npvae.models import VAE, DenoisingAutoencoder
 
 SETTINGS = {
@@ -140,3 +145,151 @@ def test_resume_finds_data_through_npvae_data_again(tiny, tmp_path, capsys, monk
     status, _, stderr = run_main(["--resume", run, "--epochs", 2], capsys)
     assert status == 0, stderr
     assert load_checkpoint(run / "checkpoints" / "last.npz").config["data_dir"] is None
+
+
+def test_examples_per_second_counts_only_this_processs_share_of_a_resumed_epoch(
+    tiny, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        interrupt_training_call(patch, VAE, call=4 + 2)  # epoch 2, after its 2nd batch
+        assert run_main(start_args(tiny, out, "vae", 3), capsys)[0] == 130
+    run = only_run(out)
+    ticks = iter(range(1000))  # every epoch takes exactly one "second"
+    clock = SimpleNamespace(perf_counter=lambda: float(next(ticks)), strftime=time.strftime)
+    monkeypatch.setattr(train, "time", clock)
+    status, _, stderr = run_main(["--resume", run], capsys)
+    assert status == 0, stderr
+    rows = read_metrics(run)
+    # 224 training images in batches of 64, 64, 64, 32: the resumed process trained the
+    # last two batches of epoch 2 and all of epoch 3.
+    assert [(row["seconds"], row["examples_per_second"]) for row in rows[1:]] == [
+        ("1.0", "96.0"),
+        ("1.0", "224.0"),
+    ]
+
+
+def test_a_signal_during_the_last_evaluation_stops_before_the_results(
+    tiny, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "runs"
+    original, calls = evaluate.evaluate_loss, []
+
+    def evaluate_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 2's test loss (no validation split here)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate, "evaluate_loss", evaluate_loss)
+        status, _, stderr = run_main(start_args(tiny, out, "denoising-ae-dynamic", 2), capsys)
+    assert status == 130
+    run = only_run(out)
+    assert one_line(stderr) == (
+        "stopped by SIGINT at the end of epoch 2; checkpoint written; "
+        f"continue with: python -m npvae.train --resume {run}"
+    )
+    saved = load_checkpoint(run / "checkpoints" / "last.npz")
+    assert (saved.epoch, saved.step) == (2, 8) and not saved.extra.get("partial")
+    assert not (run / "results.json").exists()
+
+    status, stdout, stderr = run_main(["--resume", run], capsys)
+    assert status == 0, stderr
+    assert "epoch 3" not in stdout and (run / "results.json").is_file()
+    assert [row["epoch"] for row in read_metrics(run)] == ["1", "2"]
+
+
+def test_resume_with_fewer_or_as_many_epochs_as_done(tiny, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert run_main(start_args(tiny, out, "vae", 2), capsys)[0] == 0
+    run = only_run(out)
+    files = {name: (run / name).read_bytes() for name in ("config.json", "metrics.csv")}
+
+    status, stdout, stderr = run_main(["--resume", run, "--epochs", 1], capsys)
+    assert status == 2 and stdout == ""
+    assert one_line(stderr) == (
+        f"error: {run} already has 2 epochs; to train on, give --epochs more than 2"
+    )
+    status, stdout, stderr = run_main(["--resume", run, "--epochs", 2], capsys)
+    assert status == 0 and stderr == ""
+    assert stdout.startswith(f"nothing to do: {run} already has its 2 epochs")
+    assert {name: (run / name).read_bytes() for name in files} == files
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[:-20],  # cut inside the last row
+        lambda text: "\x00\x89garbage\n",
+        lambda text: "".join(text.splitlines(keepends=True)[:2]),  # epoch 2's row is gone
+    ],
+    ids=["truncated", "garbage", "missing-row"],
+)
+def test_damaged_metrics_on_resume_is_an_error(damage, tiny, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert run_main(start_args(tiny, out, "vae", 2), capsys)[0] == 0
+    metrics = only_run(out) / "metrics.csv"
+    metrics.write_text(damage(metrics.read_text()))
+    damaged = metrics.read_bytes()
+    status, _, stderr = run_main(["--resume", only_run(out), "--epochs", 3], capsys)
+    line = one_line(stderr)
+    assert status == 2
+    assert line.startswith(f"error: {metrics} is missing or damaged") and "cannot resume" in line
+    assert metrics.read_bytes() == damaged
+
+
+# ----- the data a resumed run trains on --------------------------------------------------
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No MNIST anywhere and no network; the embedded digits made small (2 batches of 64)."""
+    isolate(monkeypatch, tmp_path)
+    monkeypatch.setattr(datasets, "DIGITS_N_TRAIN", 128)
+    monkeypatch.setattr(datasets, "DIGITS_N_TEST", 64)
+
+
+def test_a_run_on_the_fallback_digits_resumes_on_them_when_mnist_appears(
+    offline, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "runs"
+    status, stdout, stderr = run_main(["--out", out, *SMALL, "--epochs", 1], capsys)
+    assert status == 0, stderr
+    assert "training on the embedded digits" in stdout
+    run = only_run(out)
+    mnist = tmp_path / "mnist"
+    monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(write_tiny_mnist(mnist)))
+    monkeypatch.setenv("NPVAE_DATA", str(mnist))  # "auto" would now choose MNIST
+
+    status, stdout, stderr = run_main(["--resume", run, "--epochs", 2], capsys)
+    assert status == 0, stderr
+    assert "data: digits: 128 train" in stdout
+    assert load_checkpoint(run / "checkpoints" / "last.npz").step == 2 * 2
+    assert json.loads((run / "config.json").read_text())["dataset_used"] == "digits"
+
+
+def test_a_run_on_other_embedded_digits_does_not_resume(offline, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "runs"
+    assert run_main(["--out", out, *SMALL, "--epochs", 1], capsys)[0] == 0
+    monkeypatch.setattr(datasets, "DIGITS_N_TRAIN", 256)  # as an npvae that makes other digits
+    status, _, stderr = run_main(["--resume", only_run(out), "--epochs", 2], capsys)
+    line = one_line(stderr)
+    assert status == 2
+    assert line.startswith("error: this run trained on embedded (make_digits n_train=128")
+
+
+def test_a_run_on_mnist_does_not_fall_back_to_the_digits_when_mnist_is_gone(tiny, tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["--data-dir", tiny, "--out", out, *SMALL, "--epochs", 1]  # --dataset auto
+    assert run_main(argv, capsys)[0] == 0
+    run = only_run(out)
+    assert json.loads((run / "config.json").read_text())["dataset_used"] == "mnist"
+    for path in tiny.iterdir():
+        path.unlink()
+    status, stdout, stderr = run_main(["--resume", run, "--epochs", 2], capsys)
+    line = one_line(stderr)
+    assert status == 2
+    assert line.startswith("error: this run trained on mnist, which cannot be loaded now")
+    assert "embedded digits" not in stdout
+    assert load_checkpoint(run / "checkpoints" / "last.npz").epoch == 1

@@ -6,6 +6,7 @@ on the tiny MNIST, so these are the slowest tests of the trainer.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import signal
@@ -84,12 +85,13 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny,
         process.stop()
     assert status == 3
     line = one_line(process.stderr)
+    run = only_run(out)
     assert re.fullmatch(
         r"the (loss|gradient) became NaN or infinite at epoch 2, batch \d+; "
-        r"lower the learning rate .*clip gradients.*",
+        r"lower the learning rate \(it was 1000 at this step\) or clip gradients \(--clip 1\); "
+        rf"the last good checkpoint is in {re.escape(str(run / 'checkpoints'))}",
         line,
     ), line
-    run = only_run(out)
     last = load_checkpoint(run / "checkpoints" / "last.npz")
     assert (last.epoch, last.step) == (1, BATCHES_PER_EPOCH)
     assert all(np.isfinite(value).all() for value in last.model.params.values())
@@ -116,24 +118,27 @@ def test_signal_stops_after_the_batch_with_a_checkpoint_that_resumes_exactly(
     line = one_line(process.stderr)
     name = signal.Signals(signum).name
     stopped = re.fullmatch(
-        rf"stopped by {name} at epoch (\d+), batch (\d+); checkpoint written; "
-        rf"continue with: python -m npvae.train --resume (.+)",
+        rf"stopped by {name} at (?:epoch (\d+), batch (\d+)|the end of epoch (\d+)); "
+        rf"checkpoint written; continue with: python -m npvae.train --resume (.+)",
         line,
     )
     assert stopped, line
-    epoch, batch = int(stopped.group(1)), int(stopped.group(2))
-    assert stopped.group(3) == str(run)
+    if stopped.group(3):  # the signal came during an epoch's evaluation or checkpoint
+        done, batch = int(stopped.group(3)), 0
+    else:
+        done, batch = int(stopped.group(1)) - 1, int(stopped.group(2))
+    assert stopped.group(4) == str(run)
     saved = load_checkpoint(run / "checkpoints" / "last.npz")
-    assert saved.epoch == epoch - 1
-    assert saved.step == (epoch - 1) * BATCHES_PER_EPOCH + batch
-    assert saved.extra["partial"]["batch"] == batch
+    assert saved.epoch == done
+    assert saved.step == done * BATCHES_PER_EPOCH + batch
+    assert saved.extra.get("partial", {}).get("batch", 0) == batch
 
-    # Continue to the end of the stopped epoch's successor, and compare with a
+    # Continue to the end of the epoch after the stopped one, and compare with a
     # run that was never stopped.
-    status, _, stderr = run_main(["--resume", run, "--epochs", epoch + 1], capsys)
+    status, _, stderr = run_main(["--resume", run, "--epochs", done + 2], capsys)
     assert status == 0, stderr
     straight_out = tmp_path / "straight"
-    status, _, stderr = run_main(tiny_args(folder, straight_out, "--epochs", epoch + 1), capsys)
+    status, _, stderr = run_main(tiny_args(folder, straight_out, "--epochs", done + 2), capsys)
     assert status == 0, stderr
     assert_same_run(only_run(straight_out), run)
 
@@ -168,3 +173,49 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_cleans_up(tiny, tmp_path
     status, _, stderr = run_main(tiny_args(folder, straight_out, "--epochs", epochs), capsys)
     assert status == 0, stderr
     assert_same_run(only_run(straight_out), run)
+
+
+def test_divergence_in_the_first_epoch_says_no_checkpoint_was_written(tiny, tmp_path, capsys):
+    folder, _, _ = tiny
+    out = tmp_path / "runs"
+    status, _, stderr = run_main(tiny_args(folder, out, "--epochs", 2, "--lr", 1e6), capsys)
+    assert status == 3
+    assert re.fullmatch(
+        r"the (loss|gradient) became NaN or infinite at epoch 1, batch \d+; "
+        r"lower the learning rate \(it was 1e\+06 at this step\) or clip gradients \(--clip 1\); "
+        r"no checkpoint was written, as the run diverged in its first epoch",
+        one_line(stderr),
+    )
+    assert not list((only_run(out) / "checkpoints").iterdir())
+
+
+def test_a_model_too_big_for_memory_is_an_error_before_the_run_folder(tiny, tmp_path, capsys):
+    folder, _, _ = tiny
+    out = tmp_path / "runs"
+    # 784 x 10^11 weights: far beyond any machine's memory and address space.
+    status, _, stderr = run_main(tiny_args(folder, out, "--hidden", 10**11), capsys)
+    assert status == 2
+    assert one_line(stderr) == (
+        "error: a vae with hidden widths [100000000000] and latent size 2 does not fit in "
+        "memory; reduce --hidden or --latent"
+    )
+    assert not out.exists()
+
+
+def test_a_batch_too_big_for_memory_is_an_error_and_leaves_a_whole_run_folder(
+    tiny, tmp_path, capsys
+):
+    folder, _, _ = tiny
+    out = tmp_path / "runs"
+    # 10^15 importance samples of a batch: petabytes, beyond any address space.
+    argv = tiny_args(folder, out, "--model", "iwae", "--k", 10**15)
+    status, _, stderr = run_main(argv, capsys)
+    assert status == 2
+    line = one_line(stderr)
+    assert line.startswith("error: a batch does not fit in memory; reduce --batch-size, --k")
+    run = only_run(out)
+    assert sorted(path.name for path in run.rglob("*")) == [
+        "checkpoints", "config.json", "metrics.csv",
+    ]  # fmt: skip
+    assert json.loads((run / "config.json").read_text())["k"] == 10**15
+    assert read_metrics(run) == []
