@@ -16,7 +16,12 @@ npvae uses (``benchmarks/bench_kernels.py``, results in
 ``benchmarks/README.md``).  The KL and reparameterisation functions did not:
 at latent sizes (128 x 20 or 50) the time goes to call overhead and to one
 libm call per entry (``exp``, ``expm1``) that NumPy makes just as fast, so
-their public forms check the arguments and run the NumPy reference.
+their public forms check the arguments and run the NumPy reference.  Nor
+did softplus in float64, which runs its reference too.
+
+The kernels compute exp, expm1 and log1p themselves, with arithmetic the
+compiler vectorises (the section of that name below): libm's scalar
+functions, one call per entry, lose to NumPy's SIMD loops on AVX-512.
 
 Conventions shared by every function here:
 
@@ -38,9 +43,11 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from npvae._jit import jit, prange
+from npvae._jit import FASTMATH, USE_NUMBA, jit, prange
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -91,6 +98,176 @@ def _float_arrays(ndim: int | None = None, **arrays: np.ndarray) -> list[np.ndar
         if array.shape != shape:
             raise ValueError(f"{name} has shape {array.shape} but {first_name} has {shape}")
     return checked
+
+
+# ---------------------------------------------------------------------------
+# exp, expm1 and log1p as arithmetic the compiler can vectorise
+# ---------------------------------------------------------------------------
+# NumPy evaluates exp and log1p over an array with SIMD code.  A compiled loop
+# that calls libm's scalar exp and log1p for each entry cannot keep up: on an
+# AVX-512 Xeon such a softplus kernel ran at a quarter of NumPy's speed
+# (benchmarks/README.md).  So the kernels call these instead: range reduction
+# and a short polynomial, plain arithmetic that LLVM turns into vector code.
+# They are accurate to a few ulp in float32 and float64, and exact in the
+# cases that matter (NaN in, NaN out; exp(-inf) = 0; log1p(0) = 0).
+#
+# ``isinstance(t, np.float32)`` picks the polynomial degree.  numba settles it
+# when it compiles a kernel for one dtype, so the other branch costs nothing;
+# with numba off it is an ordinary test.  ``type(t)(c)`` makes each constant
+# the dtype of ``t``, so float32 math never slips into float64.
+#
+# The helpers are compiled with every fast-math flag but ``reassoc``, the
+# kernels with all of them (reassociation is what vectorises a row sum).  LLVM
+# keeps each instruction's own flags when it inlines, so it cannot turn Cody
+# and Waite's two-step subtraction ``(t - k ln2_hi) - k ln2_lo`` into
+# ``t - k (ln2_hi + ln2_lo)``, which would throw away the bits the split exists
+# to keep.  Contraction into fused multiply-adds stays allowed: it only removes
+# roundings (and halves the cost of a polynomial).
+
+#: Fast-math without reassociation: for helpers whose order of operations matters.
+_ORDERED: frozenset[str] = FASTMATH - {"reassoc"}
+
+
+def _ldexp(y, k):
+    """``y * 2**k`` for a float ``y`` and a whole-number float ``k`` in [-1100, 0].
+
+    This plain form runs with numba off; compiled kernels get the overload
+    below, which builds ``2**k`` from its exponent bits (``np.ldexp`` compiles
+    to a scalar library call that stops vectorisation).
+    """
+    if k != k:  # NaN: y is NaN too, and NaN * anything is NaN
+        return y * k
+    return np.ldexp(y, int(k))
+
+
+if USE_NUMBA:
+    from llvmlite import ir as _llvm_ir
+    from numba import types as _types
+    from numba.extending import intrinsic as _intrinsic
+    from numba.extending import overload as _overload
+
+    @_intrinsic
+    def _float_from_bits(typingctx, bits):
+        """Reinterpret an int32 (int64) as the float32 (float64) with those bits."""
+        result = _types.float32 if bits == _types.int32 else _types.float64
+        llvm_type = _llvm_ir.FloatType() if bits == _types.int32 else _llvm_ir.DoubleType()
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_type)
+
+        return result(bits), codegen
+
+    @_overload(_ldexp, jit_options={"fastmath": set(_ORDERED), "error_model": "numpy"})
+    def _ldexp_compiled(y, k):
+        # 2**j for a whole j is the float with exponent field j + bias and a zero
+        # mantissa.  k goes in two halves, each within the normal exponents, so that
+        # results down among the subnormals (and below, to 0) come out right.
+        # The bits (j + bias) * 2**mantissa_bits are built as a float (exact: a small
+        # whole number times a power of 2) and converted once to an integer of the
+        # float's width, which vectorises; numba's integer arithmetic would be int64.
+        if y == _types.float32:
+            int_type, bias, step = np.int32, 127.0, 2.0**23
+        else:
+            int_type, bias, step = np.int64, 1023.0, 2.0**52
+
+        def compiled(y, k):
+            T = type(y)
+            half = np.floor(k * T(0.5))
+            rest = k - half
+            scaled = y * _float_from_bits(int_type((half + T(bias)) * T(step)))
+            return scaled * _float_from_bits(int_type((rest + T(bias)) * T(step)))
+
+        return compiled
+
+
+#: Taylor coefficients of ``(exp(r) - 1) / r = sum_n r**n / (n + 1)!``, highest first:
+#: degree 7 (float32) and 13 (float64) for exp, whose first omitted term for
+#: ``|r| <= ln2 / 2`` is under 6e-9 and 5e-18 of the result (an ulp: 6e-8, 1.1e-16).
+_EXP_COEFFS_32 = tuple(1 / math.factorial(n + 1) for n in range(6, -1, -1))
+_EXP_COEFFS_64 = tuple(1 / math.factorial(n + 1) for n in range(12, -1, -1))
+#: ``atanh(s) / s = sum_n s**(2n) / (2n + 1)``, highest first, for ``s**2 <= 0.0295``:
+#: first omitted term under 3e-9 (float32) and 3e-17 (float64).
+_ATANH_COEFFS_32 = tuple(1 / (2 * n + 1) for n in range(4, -1, -1))
+_ATANH_COEFFS_64 = tuple(1 / (2 * n + 1) for n in range(9, -1, -1))
+
+
+@jit(fastmath=_ORDERED)
+def _exp_reduced(t):
+    """``(k, r, q)`` with ``exp(t) = 2**k (1 + r q)``, for ``t <= 0`` or NaN.
+
+    ``t = k ln2 + r`` with ``k`` whole and ``|r| <= ln2 / 2`` (Cody and Waite:
+    ``ln2_hi`` has 9 significant bits, so ``k * ln2_hi`` is exact here), and
+    ``q = (exp(r) - 1) / r`` from its Taylor series.  ``t`` below -110 (float32)
+    or -760 (float64), where ``exp(t)`` rounds to 0, is clamped there so that
+    ``2**k`` stays in :func:`_ldexp`'s range.
+    """
+    T = type(t)
+    single = isinstance(t, np.float32)
+    lowest = T(-110.0) if single else T(-760.0)
+    if t < lowest:
+        t = lowest
+    k = np.floor(t * T(1.4426950408889634) + T(0.5))
+    r = (t - k * T(0.693359375)) - k * T(-2.1219444005469057e-4)
+    q = T(0.0)
+    for c in _EXP_COEFFS_32 if single else _EXP_COEFFS_64:
+        q = q * r + T(c)
+    return k, r, q
+
+
+@jit(fastmath=_ORDERED)
+def _exp_nonpositive(t):
+    """``exp(t)`` for ``t <= 0`` or NaN, vectorisable: 0 at ``-inf``, NaN for NaN."""
+    k, r, q = _exp_reduced(t)
+    return _ldexp(type(t)(1.0) + r * q, k)
+
+
+@jit(fastmath=_ORDERED)
+def _expm1_nonpositive(t):
+    """``exp(t) - 1`` for ``t <= 0`` or NaN, vectorisable, with full relative accuracy near 0.
+
+    For ``|t| <= ln2 / 2`` (``k = 0``) it is ``r q`` itself, with no ``1 + ... - 1``
+    to cancel; below, ``exp(t) <= 0.71`` and subtracting 1 loses nothing.
+    """
+    k, r, q = _exp_reduced(t)
+    T = type(t)
+    if k == T(0.0):
+        return r * q
+    return _ldexp(T(1.0) + r * q, k) - T(1.0)
+
+
+@jit(fastmath=_ORDERED)
+def _log1p_unit(u):
+    """``log(1 + u)`` for ``0 <= u <= 1`` or NaN, vectorisable, to a few ulp.
+
+    ``log(1 + u) = 2 atanh(s)`` with ``s = u / (2 + u)``, and the series of
+    ``atanh(s) / s`` converges fast for small ``s``.  Above ``u = sqrt(2) - 1`` it
+    is ``ln2 + log((1 + u) / 2)``, the same with ``s = (u - 1) / (u + 3)``; so
+    ``|s| <= 0.172`` for every ``u``.  A tiny ``u`` keeps its relative accuracy
+    (``s = u / 2`` to rounding), which the Bernoulli log-likelihood of a
+    confident pixel needs.
+    """
+    T = type(u)
+    high = u > T(0.41421356237309503)
+    s = (u - T(1.0)) / (u + T(3.0)) if high else u / (T(2.0) + u)
+    s2 = s * s
+    series = T(0.0)
+    for c in _ATANH_COEFFS_32 if isinstance(u, np.float32) else _ATANH_COEFFS_64:
+        series = series * s2 + T(c)
+    return (T(0.6931471805599453) if high else T(0.0)) + T(2.0) * s * series
+
+
+@jit
+def _sum64(terms):
+    """``sum(terms)`` of a 1-D array, accumulated in float64.
+
+    The row reductions write a row's terms into a buffer and sum it here: a
+    float64 total inside the loop that computes the terms halves that loop's
+    speed, while this separate loop vectorises on its own.
+    """
+    total = np.float64(0)
+    for j in range(terms.size):
+        total += terms[j]
+    return total
 
 
 # ---------------------------------------------------------------------------
@@ -147,65 +324,46 @@ def bernoulli_log_prob_and_grad_ref(x: np.ndarray, logits: np.ndarray):
     return bernoulli_log_prob_ref(x, logits), x - sigmoid_ref(logits)
 
 
-#: Kernels built on :func:`_log1p_unit` are compiled without fast-math: under
-#: reassociation the compiler may fold ``(1 + e) - 1`` into ``e``, which is the
-#: one rounding error that function exists to cancel.
-_STRICT: frozenset[str] = frozenset()
+@jit(fastmath=_ORDERED)
+def _bernoulli_term(x, logit, exp_neg_abs):
+    """One pixel's ``x l - max(l, 0) - log1p(exp(-|l|))``, in exactly this order.
 
-
-@jit(fastmath=_STRICT)
-def _log1p_unit(e, one):
-    """``log(1 + e)`` for ``0 <= e <= 1``, accurate to a few ulp, without ``log1p``.
-
-    glibc's ``log1p`` costs three to five ``log`` calls (about 22 ns against
-    5-8 ns on the benchmark machine), and softplus needs one for every pixel.
-    With ``u = fl(1 + e)``, ``log(u) * e / (u - 1)`` cancels the rounding of
-    ``u`` (Goldberg, "What every computer scientist should know about
-    floating-point arithmetic", 1991, theorem 4); ``u == 1`` means ``e`` is
-    below half an ulp of 1, where ``log(1 + e) = e`` to working precision.
-    ``one`` is 1 in the dtype of ``e``.  NaN in, NaN out.
+    Not reassociated: for a confident, correct pixel ``x l - max(l, 0)`` is exactly 0 and
+    the tiny log1p term is the whole answer; reassociated into
+    ``x l - (max(l, 0) + log1p(...))`` it would round away.  The kernels' row
+    sums may still reassociate (their own additions carry the flags).
     """
-    u = one + e
-    if u == one:
-        return e
-    return np.log(u) * (e / (u - one))
+    positive_part = logit if logit > type(logit)(0.0) else type(logit)(0.0)
+    return (x * logit - positive_part) - _log1p_unit(exp_neg_abs)
 
 
-@jit(parallel=True, fastmath=_STRICT)
+@jit(parallel=True)
 def _bernoulli_log_prob_kernel(x, logits, log_prob):
     n_rows, n_cols = logits.shape
-    zero = logits.dtype.type(0)
-    one = logits.dtype.type(1)
     for i in prange(n_rows):
-        total = np.float64(0)
+        terms = np.empty(n_cols, dtype=logits.dtype)  # this row's, summed in float64
         for j in range(n_cols):
             logit = logits[i, j]
-            positive_part = logit if logit > zero else zero
             # exp(-|l|) lies in (0, 1]: it cannot overflow for any logit.
-            total += (x[i, j] * logit - positive_part) - _log1p_unit(np.exp(-abs(logit)), one)
-        log_prob[i] = total
+            terms[j] = _bernoulli_term(x[i, j], logit, _exp_nonpositive(-abs(logit)))
+        log_prob[i] = _sum64(terms)
 
 
-@jit(parallel=True, fastmath=_STRICT)
+@jit(parallel=True)
 def _bernoulli_log_prob_and_grad_kernel(x, logits, log_prob, dlogits):
     n_rows, n_cols = logits.shape
     zero = logits.dtype.type(0)
     one = logits.dtype.type(1)
     for i in prange(n_rows):
-        total = np.float64(0)
+        terms = np.empty(n_cols, dtype=logits.dtype)  # this row's, summed in float64
         for j in range(n_cols):
             logit = logits[i, j]
-            exp_neg_abs = np.exp(-abs(logit))
+            exp_neg_abs = _exp_nonpositive(-abs(logit))
             sigmoid_abs = one / (one + exp_neg_abs)
-            if logit > zero:
-                positive_part = logit
-                sigmoid = sigmoid_abs
-            else:
-                positive_part = zero
-                sigmoid = exp_neg_abs * sigmoid_abs
-            total += (x[i, j] * logit - positive_part) - _log1p_unit(exp_neg_abs, one)
+            sigmoid = sigmoid_abs if logit > zero else exp_neg_abs * sigmoid_abs
+            terms[j] = _bernoulli_term(x[i, j], logit, exp_neg_abs)
             dlogits[i, j] = x[i, j] - sigmoid
-        log_prob[i] = total
+        log_prob[i] = _sum64(terms)
 
 
 def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -372,33 +530,30 @@ def logsumexp_ref(a: np.ndarray) -> np.ndarray:
 
 
 @jit(parallel=True)
-def _logsumexp_kernel(a, out):
+def _logsumexp_kernel(a, row_maxes, out):
     n_rows, n_cols = a.shape
     for i in prange(n_rows):
-        row_max = a.dtype.type(-np.inf)
-        for j in range(n_cols):
-            value = a[i, j]
-            # Once row_max is NaN no comparison is true, so it stays NaN.
-            if value > row_max or value != value:
-                row_max = value
-        if row_max == -np.inf:
+        row_max = row_maxes[i]
+        # An infinite or NaN maximum is the answer itself (as in the reference).
+        if not np.isfinite(row_max):
             out[i] = row_max
             continue
-        shift = row_max if np.isfinite(row_max) else a.dtype.type(0)
-        total = np.float64(0)
+        terms = np.empty(n_cols, dtype=a.dtype)  # this row's, summed in float64
         for j in range(n_cols):
-            total += np.exp(a[i, j] - shift)
-        out[i] = np.log(total) + shift
+            terms[j] = _exp_nonpositive(a[i, j] - row_max)
+        out[i] = np.log(_sum64(terms)) + row_max
 
 
 def logsumexp(a: np.ndarray) -> np.ndarray:
     """Compiled :func:`logsumexp_ref`: ``(N, D) -> (N,)``; rows may be wide (D = 5000).
 
-    See ``docs/backprop.md#log-sum-exp``.
+    The row maxima come from NumPy (a SIMD pass that keeps NaN): without the
+    ``nnan`` fast-math flag LLVM will not vectorise a compiled max, which then
+    cost more than all the exponentials.  See ``docs/backprop.md#log-sum-exp``.
     """
     (a,) = _float_arrays(2, a=a)
     out = np.empty(a.shape[0], dtype=a.dtype)
-    _logsumexp_kernel(a, out)
+    _logsumexp_kernel(a, np.max(a, axis=1), out)
     return out
 
 
@@ -502,22 +657,21 @@ def elu_ref(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 
 
-@jit(parallel=True, fastmath=_STRICT)
+@jit
 def _softplus_kernel(x, out):
     zero = x.dtype.type(0)
-    one = x.dtype.type(1)
-    for k in prange(x.size):
+    for k in range(x.size):
         value = x[k]
         positive_part = value if value > zero else zero
-        out[k] = positive_part + _log1p_unit(np.exp(-abs(value)), one)
+        out[k] = positive_part + _log1p_unit(_exp_nonpositive(-abs(value)))
 
 
-@jit(parallel=True)
+@jit
 def _sigmoid_kernel(x, out):
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
-    for k in prange(x.size):
-        exp_neg_abs = np.exp(-abs(x[k]))
+    for k in range(x.size):
+        exp_neg_abs = _exp_nonpositive(-abs(x[k]))
         sigmoid_abs = one / (one + exp_neg_abs)
         out[k] = sigmoid_abs if x[k] > zero else exp_neg_abs * sigmoid_abs
 
@@ -539,11 +693,15 @@ def _relu_backward_kernel(dout, out, dx):
         dx[k] = dout[k] * step
 
 
-@jit(parallel=True)
+@jit
 def _elu_kernel(x, alpha, out):
-    for k in prange(x.size):
+    zero = x.dtype.type(0)
+    for k in range(x.size):
         value = x[k]
-        out[k] = value if value > 0 else alpha * np.expm1(value)
+        # Vectorised, both sides are computed and one selected; the expm1 of a
+        # positive entry is discarded, so it gets 0 (and a NaN stays NaN).
+        negative_part = zero if value > zero else value
+        out[k] = value if value > zero else alpha * _expm1_nonpositive(negative_part)
 
 
 def _elementwise(kernel, x):
@@ -554,7 +712,14 @@ def _elementwise(kernel, x):
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
-    """Compiled :func:`softplus_ref`.  Shapes: any, output like ``x``."""
+    """Compiled :func:`softplus_ref` in float32.  Shapes: any, output like ``x``.
+
+    float64 runs the reference: there the compiled loop only tied with NumPy's
+    SIMD exp and log1p (0.94x, ``benchmarks/README.md``), so it earns no place.
+    """
+    (x,) = _float_arrays(x=x)
+    if x.dtype == np.float64:
+        return softplus_ref(x)
     return _elementwise(_softplus_kernel, x)
 
 

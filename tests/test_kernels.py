@@ -102,6 +102,62 @@ def test_binarize_uint8_equals_reference_exactly():
         np.testing.assert_array_equal(draw, kernels.binarize_ref(grey, uniform))
 
 
+# --------------------------------------------------------------------------- exp, expm1, log1p
+# The kernels' own exp, expm1 and log1p (range reduction and a polynomial, so that
+# the loops vectorise) are held to NumPy's, in ulps of the result, over their whole
+# domains: exp and expm1 on [-120, 0] (down through float32's subnormals to 0),
+# log1p on [0, 1] including tiny arguments.
+
+ULPS = 4
+
+
+def _ulp_errors(helper, args, reference):
+    """|helper(a) - reference(a)| in ulps of the reference, for each a (a float array)."""
+    got = np.array([helper(a) for a in args], dtype=args.dtype)
+    want = reference(args.astype(np.float64)).astype(args.dtype)
+    tiny = np.finfo(args.dtype).smallest_subnormal
+    return np.abs(got.astype(np.float64) - want) / np.maximum(np.spacing(np.abs(want)), tiny)
+
+
+def _sweep(low, high, dtype, n=3000):
+    """Points spread over [low, high], with both ends."""
+    rng = np.random.default_rng(0)
+    return np.concatenate([[low, high], rng.uniform(low, high, n)]).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_nonpositive_within_a_few_ulps(dtype):
+    args = np.concatenate([_sweep(-120, 0, dtype), _sweep(-1, 0, dtype), [-1e-30, -0.0]])
+    args = args.astype(dtype)
+    assert _ulp_errors(kernels._exp_nonpositive, args, np.exp).max() <= ULPS
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_expm1_nonpositive_within_a_few_ulps_also_near_zero(dtype):
+    near_zero = -(10.0 ** -np.linspace(1, 30, 200))
+    args = np.concatenate([_sweep(-120, 0, dtype), _sweep(-0.4, 0, dtype), near_zero])
+    args = args.astype(dtype)
+    assert _ulp_errors(kernels._expm1_nonpositive, args, np.expm1).max() <= ULPS
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log1p_unit_within_a_few_ulps_also_for_tiny_arguments(dtype):
+    tiny = 10.0 ** -np.linspace(1, 37, 200)
+    args = np.concatenate([_sweep(0, 1, dtype), [np.sqrt(2) - 1, 0.0], tiny]).astype(dtype)
+    assert _ulp_errors(kernels._log1p_unit, args, np.log1p).max() <= ULPS
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_helpers_at_the_special_values(dtype):
+    T = np.dtype(dtype).type
+    assert kernels._exp_nonpositive(T(-np.inf)) == 0
+    assert kernels._exp_nonpositive(T(-1e4)) == 0
+    assert kernels._expm1_nonpositive(T(-np.inf)) == -1
+    assert kernels._log1p_unit(T(0)) == 0
+    for helper in (kernels._exp_nonpositive, kernels._expm1_nonpositive, kernels._log1p_unit):
+        assert np.isnan(helper(T(np.nan)))
+
+
 # --------------------------------------------------------------------------- extremes
 
 
