@@ -46,8 +46,20 @@ def assert_matches(actual, desired, dtype, scale=1.0):
 CASES = {
     "bernoulli_log_prob": lambda r, s, t, k: (pixels(r, s, t), normal(r, s, t, k)),
     "bernoulli_log_prob_and_grad": lambda r, s, t, k: (pixels(r, s, t), normal(r, s, t, k)),
-    # log_var's spread is capped at 5: beyond about +-88, exp overflows float32
-    # (the +-30 edge has its own test).
+    "logsumexp": lambda r, s, t, k: (normal(r, s, t, k),),
+    "softplus": lambda r, s, t, k: (normal(r, s, t, k),),
+    "sigmoid": lambda r, s, t, k: (normal(r, s, t, k),),
+    "elu": lambda r, s, t, k: (normal(r, s, t, k),),
+    "relu_forward": lambda r, s, t, k: (normal(r, s, t, k),),
+    "relu_backward": lambda r, s, t, k: (normal(r, s, t), np.maximum(normal(r, s, t, k), 0)),
+    "binarize": lambda r, s, t, k: (pixels(r, s, t), r.random(s).astype(t)),
+}
+
+# Their public forms run the reference (no compiled loop earned its place), so they
+# are not compared with it; their gradient, meaning, edge and NaN tests still run.
+# log_var's spread is capped at 5: beyond about +-88, exp overflows float32 (the
+# +-30 edge has its own test).
+RUNS_ITS_REFERENCE = {
     "gaussian_kl": lambda r, s, t, k: (normal(r, s, t), normal(r, s, t, min(k, 5))),
     "gaussian_kl_per_dim": lambda r, s, t, k: (normal(r, s, t), normal(r, s, t, min(k, 5))),
     "gaussian_kl_grad": lambda r, s, t, k: (normal(r, s, t), normal(r, s, t, min(k, 5))),
@@ -61,13 +73,6 @@ CASES = {
         normal(r, s, t, min(k, 5)),
         normal(r, s, t),
     ),
-    "logsumexp": lambda r, s, t, k: (normal(r, s, t, k),),
-    "softplus": lambda r, s, t, k: (normal(r, s, t, k),),
-    "sigmoid": lambda r, s, t, k: (normal(r, s, t, k),),
-    "elu": lambda r, s, t, k: (normal(r, s, t, k),),
-    "relu_forward": lambda r, s, t, k: (normal(r, s, t, k),),
-    "relu_backward": lambda r, s, t, k: (normal(r, s, t), np.maximum(normal(r, s, t, k), 0)),
-    "binarize": lambda r, s, t, k: (pixels(r, s, t), r.random(s).astype(t)),
 }
 
 shapes = st.tuples(st.integers(1, 64), st.integers(1, 100))
@@ -176,6 +181,19 @@ def test_bernoulli_extreme_logits_reach_the_exact_limit(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["softplus", "sigmoid", "elu"])
+def test_activations_at_extreme_inputs_equal_their_references(dtype, name):
+    x = np.array([-1e4, -200, -100, -30, -1, -1e-30, 0, 1e-30, 1, 30, 100, 200, 1e4], dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        expected = getattr(kernels, name + "_ref")(x)
+    result = getattr(kernels, name)(x)
+    assert np.all(np.isfinite(result)) and result.dtype == np.dtype(dtype)
+    # Among the subnormals (softplus(-100) is 4e-44 in float32) only absolute error counts.
+    tiny = np.finfo(dtype).smallest_subnormal
+    np.testing.assert_allclose(result, expected, rtol=RTOL[np.dtype(dtype)], atol=4 * tiny)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_bernoulli_confident_predictions_keep_their_tiny_loss(dtype):
     # Every pixel predicted right with |logit| in [15, 40]: the log-likelihood is
     # -sum log1p(exp(-|l|)), about 1e-7..1e-18 per pixel.  A softplus that rounds
@@ -250,14 +268,17 @@ def test_logsumexp_wide_rows(dtype, rows):
 # --------------------------------------------------------------------------- NaN in, NaN out
 
 
+NAN_CASES = {**CASES, **RUNS_ITS_REFERENCE}
+
+
 def nan_cases():
     """(function name, argument builder, which arguments may carry a NaN)."""
-    for name, make in CASES.items():
+    for name, make in NAN_CASES.items():
         yield name, make, range(len(make(np.random.default_rng(0), (2, 2), np.float64, 1.0)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name, make, positions", list(nan_cases()), ids=list(CASES))
+@pytest.mark.parametrize("name, make, positions", list(nan_cases()), ids=list(NAN_CASES))
 def test_nan_in_any_input_gives_nan_in_its_row(dtype, name, make, positions):
     rng = np.random.default_rng(3)
     for position in positions:
@@ -285,11 +306,17 @@ def test_adam_nan_in_any_array_gives_nan_param(dtype, position):
 # --------------------------------------------------------------------------- gradients (float64)
 
 
-def test_bernoulli_dlogits_matches_finite_differences():
-    rng = np.random.default_rng(5)
-    x = pixels(rng, (3, 6), np.float64)
-    logits = normal(rng, (3, 6), np.float64, 2.0)
-    row_weights = rng.normal(size=3)
+small_shapes = st.tuples(st.integers(1, 6), st.integers(1, 10))
+gradient_cases = settings(max_examples=10, deadline=None)
+
+
+@gradient_cases
+@given(shape=small_shapes, seed=st.integers(0, 2**32 - 1))
+def test_bernoulli_dlogits_matches_finite_differences(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = pixels(rng, shape, np.float64)
+    logits = normal(rng, shape, np.float64, 2.0)
+    row_weights = rng.normal(size=shape[0])
     _, dlogits = kernels.bernoulli_log_prob_and_grad(x, logits)
     numeric = numerical_gradient(
         lambda: np.sum(row_weights * kernels.bernoulli_log_prob(x, logits)), logits, h=1e-5
@@ -297,10 +324,12 @@ def test_bernoulli_dlogits_matches_finite_differences():
     assert rel_error(row_weights[:, None] * dlogits, numeric) < 1e-7
 
 
-def test_gaussian_kl_grad_matches_finite_differences():
-    rng = np.random.default_rng(6)
-    mu, log_var = normal(rng, (3, 4), np.float64), normal(rng, (3, 4), np.float64)
-    row_weights = rng.normal(size=3)
+@gradient_cases
+@given(shape=small_shapes, seed=st.integers(0, 2**32 - 1))
+def test_gaussian_kl_grad_matches_finite_differences(shape, seed):
+    rng = np.random.default_rng(seed)
+    mu, log_var = normal(rng, shape, np.float64), normal(rng, shape, np.float64)
+    row_weights = rng.normal(size=shape[0])
     dmu, dlog_var = kernels.gaussian_kl_grad(mu, log_var)
 
     def loss():
@@ -310,9 +339,11 @@ def test_gaussian_kl_grad_matches_finite_differences():
     assert rel_error(row_weights[:, None] * dlog_var, numerical_gradient(loss, log_var)) < 1e-7
 
 
-def test_reparameterize_backward_matches_finite_differences():
-    rng = np.random.default_rng(7)
-    mu, log_var, eps, dz = (normal(rng, (3, 4), np.float64) for _ in range(4))
+@gradient_cases
+@given(shape=small_shapes, seed=st.integers(0, 2**32 - 1))
+def test_reparameterize_backward_matches_finite_differences(shape, seed):
+    rng = np.random.default_rng(seed)
+    mu, log_var, eps, dz = (normal(rng, shape, np.float64) for _ in range(4))
     dmu, dlog_var = kernels.reparameterize_backward(dz, log_var, eps)
 
     def loss():
@@ -320,9 +351,31 @@ def test_reparameterize_backward_matches_finite_differences():
 
     assert rel_error(dmu, numerical_gradient(loss, mu)) < 1e-7
     assert rel_error(dlog_var, numerical_gradient(loss, log_var)) < 1e-7
-    # The check can fail: sigma's derivative without the chain rule's 1/2 is caught.
+
+
+def test_reparameterize_check_can_fail():
+    """sigma's derivative without the chain rule's 1/2 is caught by the same check."""
+    rng = np.random.default_rng(7)
+    mu, log_var, eps, dz = (normal(rng, (3, 4), np.float64) for _ in range(4))
+
+    def loss():
+        return np.sum(dz * kernels.reparameterize(mu, log_var, eps))
+
     wrong = dz * eps * np.exp(0.5 * log_var)
     assert rel_error(wrong, numerical_gradient(loss, log_var)) > 1e-2
+
+
+@gradient_cases
+@given(shape=small_shapes, seed=st.integers(0, 2**32 - 1))
+def test_logsumexp_gradient_is_the_softmax(shape, seed):
+    """d logsumexp(a)_i / d a_ij = softmax(a_i)_j: the IWAE's normalised weights."""
+    rng = np.random.default_rng(seed)
+    a = normal(rng, shape, np.float64, 3.0)
+    row_weights = rng.normal(size=shape[0])
+    softmax = np.exp(a - kernels.logsumexp(a)[:, None])
+    np.testing.assert_allclose(softmax.sum(axis=1), 1.0, rtol=1e-12)
+    numeric = numerical_gradient(lambda: np.sum(row_weights * kernels.logsumexp(a)), a)
+    assert rel_error(row_weights[:, None] * softmax, numeric) < 1e-7
 
 
 # --------------------------------------------------------------------------- meaning
