@@ -86,6 +86,8 @@ class Linear(Layer):
         input_grad: bool = True,
     ) -> None:
         super().__init__()
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ConfigError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         if init == "glorot":
             limit = np.sqrt(6.0 / (n_in + n_out))
             weight = rng.uniform(-limit, limit, size=(n_in, n_out))

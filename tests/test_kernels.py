@@ -495,3 +495,41 @@ def test_reductions_need_two_dimensions():
 def test_non_contiguous_inputs_give_the_same_answer():
     a = normal(np.random.default_rng(14), (6, 8), np.float64)
     np.testing.assert_allclose(kernels.logsumexp(a.T), kernels.logsumexp_ref(a.T), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- numba's cache
+
+_CALL_EVERY_KERNEL = """
+import json, numpy as np
+from npvae import kernels
+for dtype in (np.float32, np.float64):
+    x = np.full((2, 3), 0.5, dtype)
+    kernels.bernoulli_log_prob(x, x); kernels.bernoulli_log_prob_and_grad(x, x)
+    kernels.logsumexp(x); kernels.softplus(x); kernels.sigmoid(x); kernels.elu(x)
+    kernels.relu_forward(x); kernels.relu_backward(x, x); kernels.binarize(x, x)
+    kernels.adam_update(x.copy(), x, x.copy(), x.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)
+stats = [f.stats for f in vars(kernels).values() if hasattr(f, "stats") and f.stats.cache_path]
+print(json.dumps({"hits": sum(sum(s.cache_hits.values()) for s in stats),
+                  "misses": sum(sum(s.cache_misses.values()) for s in stats)}))
+"""
+
+
+@pytest.mark.skipif(not kernels.USE_NUMBA, reason="numba is off: nothing is compiled or cached")
+def test_a_new_process_loads_every_kernel_from_the_cache_instead_of_compiling():
+    """The first use of a kernel in a new process is a cache load, not a recompile."""
+    import json
+    import subprocess
+    import sys
+
+    def run() -> dict:
+        done = subprocess.run(
+            [sys.executable, "-c", _CALL_EVERY_KERNEL], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    run()  # compiles whatever is not cached yet (a fresh clone) and writes the cache
+    second = run()
+    assert second["misses"] == 0, second
+    # Ten kernels in two dtypes, less float64 softplus (it runs the reference).
+    assert second["hits"] >= 19, second

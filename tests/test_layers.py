@@ -113,3 +113,9 @@ def test_unknown_names_are_config_errors():
         make_activation("swish")
     with pytest.raises(ConfigError, match="unknown init"):
         Linear(2, 2, init="lecun", rng=np.random.default_rng())
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int64, np.complex128])
+def test_linear_refuses_a_dtype_other_than_float32_and_float64(dtype):
+    with pytest.raises(ConfigError, match="dtype must be float32 or float64"):
+        Linear(3, 2, rng=np.random.default_rng(0), dtype=dtype)
