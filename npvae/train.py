@@ -136,7 +136,12 @@ def load_data(config: Config):
         try:
             data = load_dataset("mnist", config.data_dir)
         except DataError as err:
-            reason = "no local copy, and the download failed" if "download" in str(err) else err
+            if "checksum mismatch" in str(err):
+                reason = "no local copy, and the downloaded files failed their checksums"
+            elif "download" in str(err):
+                reason = "no local copy, and the download failed"
+            else:
+                reason = err
             print(f"MNIST is not available ({reason}); training on the embedded digits instead")
             data = load_dataset("digits")
     else:

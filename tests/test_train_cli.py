@@ -299,6 +299,33 @@ def test_without_mnist_the_default_trains_on_the_embedded_digits(offline, tmp_pa
     assert config["n_train"] == 256
 
 
+@pytest.mark.parametrize(
+    "failure, reason",
+    [
+        ("... and the download failed: http://m/a.gz: connection refused", "the download failed"),
+        ("... download failed: http://m/a.gz: checksum mismatch (...)", "failed their checksums"),
+    ],
+    ids=["offline", "corrupt-download"],
+)
+def test_the_fallback_line_says_why_mnist_is_missing(failure, reason, monkeypatch, capsys):
+    from npvae import train
+
+    real = train.load_dataset
+
+    def load_dataset(name, data_dir=None):
+        if name == "mnist":
+            raise train.DataError(failure)
+        return real(name, data_dir)
+
+    monkeypatch.setattr(train, "load_dataset", load_dataset)
+    monkeypatch.setattr(datasets, "DIGITS_N_TRAIN", 64)
+    monkeypatch.setattr(datasets, "DIGITS_N_TEST", 16)
+    data = train.load_data(train.Config(val_size=0))
+    line = one_line(capsys.readouterr().out)
+    assert line.startswith("MNIST is not available (no local copy, and ") and reason in line
+    assert data.name == "digits"
+
+
 def test_without_mnist_an_explicit_mnist_is_an_error(offline, tmp_path, capsys):
     argv = ["--dataset", "mnist", "--out", tmp_path / "runs", *SMALL, "--epochs", "1"]
     status, stdout, stderr = run_main(argv, capsys)
