@@ -450,6 +450,21 @@ def test_adam_update_equals_reference_over_steps(dtype, shape):
         assert_matches(fast[name], reference[name], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("update", ["adam_update", "adam_update_ref"])
+def test_adam_moments_of_a_dead_unit_reach_zero_not_the_subnormals(dtype, update):
+    """A gradient that turns exactly 0 lets m decay: it must end at 0, never subnormal."""
+    param, m, v = np.ones(4, dtype), np.zeros(4, dtype), np.zeros(4, dtype)
+    grad = np.array([1.0, -1e-3, 1e-20, 0.0], dtype)
+    tiny = np.finfo(dtype).tiny
+    for step in range(1, 8001):
+        getattr(kernels, update)(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, step)
+        assert not np.any((m != 0) & (np.abs(m) < tiny)), (step, m)
+        assert not np.any((v != 0) & (v < tiny)), (step, v)
+        grad[:] = 0
+    assert np.all(m == 0) and np.all(np.isfinite(param))
+
+
 def test_adam_first_step_moves_each_param_by_lr_against_its_gradient():
     rng = np.random.default_rng(13)
     param = normal(rng, (4, 4), np.float32)
