@@ -286,6 +286,9 @@ class SGD(Optimizer):
                 velocity = self._buffers["velocity"][name]
                 velocity *= mu
                 velocity += direction
+                # As in Adam: a velocity that decays into the subnormals (its gradient is
+                # exactly 0) would stay there, and subnormal arithmetic is ~7x slower.
+                velocity[np.abs(velocity) < np.finfo(velocity.dtype).tiny] = 0
                 direction = direction + mu * velocity if self.nesterov else velocity
             param -= lr * direction
 

@@ -172,6 +172,21 @@ def test_float32_params_and_state_stay_float32_and_in_place(name):
             assert value.dtype == np.float32, f"state {key} is {value.dtype}"
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_of_a_dead_parameter_reaches_zero_not_the_subnormals(nesterov):
+    """Like Adam's moments: a velocity whose gradient turned 0 ends at 0, never subnormal."""
+    params = {"w": np.ones(3, np.float32)}
+    optimizer = SGD(params, lr=1e-3, momentum=0.9, nesterov=nesterov)
+    grads = {"w": np.array([1.0, 1e-3, 1e-30], np.float32)}
+    tiny = np.finfo(np.float32).tiny
+    for _ in range(3000):
+        optimizer.step(grads)
+        velocity = optimizer.state_dict()["velocity/w"]
+        assert not np.any((velocity != 0) & (np.abs(velocity) < tiny)), velocity
+        grads["w"][:] = 0
+    assert np.all(optimizer.state_dict()["velocity/w"] == 0)
+
+
 def test_step_rejects_grads_that_do_not_fit_params():
     params = _new_params()
     opt = make_optimizer("adam", params, 0.01)
