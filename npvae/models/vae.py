@@ -7,6 +7,11 @@ q(z|x) = N(mu, diag(exp(log_var))).  A code is drawn as
 reparameterisation), and the decoder maps ``z`` to the parameters of p(x|z):
 Bernoulli logits, or Gaussian means.  Derivations: ``docs/models.md#vae`` and
 ``docs/models.md#iwae``.
+
+How to read it: ``VAE._forward`` runs encoder, sampler and decoder;
+``VAE._backward`` takes the same path back to every parameter; each model's
+``loss`` computes its terms and the gradients they send into that path.  The
+VAE and the IWAE share the two passes and differ only in their ``loss``.
 """
 
 from __future__ import annotations
