@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import numpy as np
@@ -77,7 +78,7 @@ def _check_unit_interval(name: str, value) -> float:
     return value
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Base class: holds ``params``, checks ``grads``, saves and restores state.
 
     Subclasses fill ``self._buffers`` (buffer kind -> param name -> array of the
@@ -142,8 +143,9 @@ class Optimizer:
         self.step_count += 1
         self._update(checked)
 
+    @abstractmethod
     def _update(self, grads: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        """Apply this rule to ``self.params`` with checked ``grads`` (``step_count`` counted)."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Return a copy of the optimizer state as a flat dict of arrays.
@@ -412,7 +414,7 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     return norm
 
 
-class Schedule:
+class Schedule(ABC):
     """A learning rate as a function of the 0-based epoch: ``schedule(epoch) -> lr``."""
 
     def __call__(self, epoch: int) -> float:
@@ -421,8 +423,9 @@ class Schedule:
             raise ValueError(f"epoch is 0-based, got {epoch}")
         return self._lr_at(epoch)
 
+    @abstractmethod
     def _lr_at(self, epoch: int) -> float:
-        raise NotImplementedError
+        """The learning rate of 0-based ``epoch``."""
 
 
 class ConstantLR(Schedule):
