@@ -8,15 +8,14 @@ reparameterisation), and the decoder maps ``z`` to the parameters of p(x|z):
 Bernoulli logits, or Gaussian means.  Derivations: ``docs/models.md#vae`` and
 ``docs/models.md#iwae``.
 
-How to read it: ``VAE._forward`` runs encoder, sampler and decoder;
-``VAE._backward`` takes the same path back to every parameter; each model's
-``loss`` computes its terms and the gradients they send into that path.  The
-VAE and the IWAE share the two passes and differ only in their ``loss``.
+How to read it: each model's ``loss`` is the whole story in one method, top to
+bottom: the forward pass (encoder, sampler, decoder), the loss terms, then the
+backward pass along the same path in reverse to every parameter.  The VAE and
+the IWAE take the same forward path and differ in their terms and in the
+gradients those terms send back.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,23 +27,14 @@ from npvae.models.base import Model, register
 from npvae.network import MLP
 
 
-@dataclass
-class _Samples:
-    """One forward pass through encoder, sampler and decoder, for ``S`` samples per example.
+def _repeat(array: np.ndarray, times: int) -> np.ndarray:
+    """``(N, k) -> (times * N, k)``: one row per sample, sample-major (row ``s N + n``)."""
+    return array if times == 1 else np.tile(array, (times, 1))
 
-    Rows of the sample arrays are ordered sample-major: row ``s * N + n`` is
-    sample ``s`` of example ``n``.
-    """
 
-    mu: np.ndarray  # (N, d)
-    log_var: np.ndarray  # (N, d)
-    eps: np.ndarray  # (S * N, d)
-    log_var_rows: np.ndarray  # (S * N, d): log_var repeated for each sample
-    x_rows: np.ndarray  # (S * N, D): x repeated for each sample
-    z: np.ndarray  # (S * N, d)
-    out: np.ndarray  # (S * N, D): logits or means
-    log_px: np.ndarray  # (S * N,): log p(x | z)
-    dlog_px: np.ndarray | None  # (S * N, D): d log p(x|z) / d out, when asked for
+def _fold(rows: np.ndarray, n: int) -> np.ndarray:
+    """``(S * N, k) -> (N, k)``: the sum over each example's samples (undoes :func:`_repeat`)."""
+    return rows.reshape(-1, n, rows.shape[1]).sum(axis=0)
 
 
 def _check_common(input_dim, hidden, latent_dim) -> None:
@@ -199,49 +189,16 @@ class VAE(Model):
 
     # ----- the objective -----------------------------------------------------------
 
-    def _forward(self, x: np.ndarray, eps: np.ndarray, grad: bool) -> _Samples:
-        """Encoder, sampler and decoder for ``eps (S, N, d)``; caches for ``backward``."""
-        n, d = len(x), self.latent_dim
-        if eps.ndim != 3 or eps.shape[1:] != (n, d) or eps.dtype != self.dtype:
-            raise ConfigError(f"eps must be {self.dtype} (S, {n}, {d}), got {eps.dtype}{eps.shape}")
-        n_samples = eps.shape[0]
-        h = self.encoder.forward(x)
-        mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)
-        eps_rows = eps.reshape(n_samples * n, d)
-        if n_samples == 1:
-            mu_rows, log_var_rows, x_rows = mu, log_var, x
-        else:
-            mu_rows, log_var_rows = np.tile(mu, (n_samples, 1)), np.tile(log_var, (n_samples, 1))
-            x_rows = np.tile(x, (n_samples, 1))
-        z = DiagonalGaussian.sample(mu_rows, log_var_rows, eps_rows)
-        out = self.decoder.forward(z)
-        if grad:
-            log_px, dlog_px = self.likelihood.log_prob_and_grad(x_rows, out)
-        else:
-            log_px, dlog_px = self.likelihood.log_prob(x_rows, out), None
-        return _Samples(mu, log_var, eps_rows, log_var_rows, x_rows, z, out, log_px, dlog_px)
-
-    def _backward(self, s: _Samples, dlog_px: np.ndarray, dz_extra, dmu, dlog_var) -> None:
-        """Backpropagate from the sample level to every parameter.
-
-        ``dlog_px (S*N,)`` is d(loss)/d(log p(x|z)) per row; ``dz_extra (S*N, d)``
-        or None is any gradient reaching ``z`` other than through the decoder;
-        ``dmu``, ``dlog_var (N, d)`` are the gradients reaching the encoder's heads
-        directly (from the KL, or log q).
-        """
-        n = len(s.mu)
-        dout = s.dlog_px
-        dout *= dlog_px[:, None]  # in place: the kernel's fresh array is ours to reuse
-        self.likelihood.accumulate_grads(s.x_rows, s.out, dlog_px)
-        dz = self.decoder.backward(dout)
-        if dz_extra is not None:
-            dz += dz_extra
-        dmu_rows, dlog_var_rows = DiagonalGaussian.sample_backward(dz, s.log_var_rows, s.eps)
-        dmu += dmu_rows.reshape(-1, n, self.latent_dim).sum(axis=0)
-        dlog_var += dlog_var_rows.reshape(-1, n, self.latent_dim).sum(axis=0)
-        dh = self.mu_head.backward(dmu)
-        dh += self.log_var_head.backward(dlog_var)
-        self.encoder.backward(dh)
+    def _eps(self, eps, rng, n_samples: int, n: int) -> np.ndarray:
+        """The noise ``(S, N, d)``: drawn from ``rng``, or ``eps`` itself once checked."""
+        if eps is None:
+            return self._noise(rng, (n_samples, n, self.latent_dim))
+        expected = (n, self.latent_dim)
+        if eps.ndim != 3 or eps.shape[1:] != expected or eps.dtype != self.dtype:
+            raise ConfigError(
+                f"eps must be {self.dtype} (S, {n}, {self.latent_dim}), got {eps.dtype}{eps.shape}"
+            )
+        return eps
 
     def loss(
         self,
@@ -276,14 +233,26 @@ class VAE(Model):
         ``recon_per_example (N,)``, ``kl_per_example (N,)``, ``kl_per_dim (d,)``.
         """
         x = self._check_input(x)
-        n, d = x.shape[0], self.latent_dim
-        if eps is None:
-            eps = self._noise(rng, (self.config["n_samples"], n, d))
-        s = self._forward(x, eps, grad)
-        n_samples = eps.shape[0]
+        n = len(x)
+        eps = self._eps(eps, rng, self.config["n_samples"], n)
+        n_samples = len(eps)  # L
 
-        recon = -s.log_px.reshape(n_samples, n).mean(axis=0)  # (N,)
-        kl_dim = DiagonalGaussian.kl_per_dim(s.mu, s.log_var)  # (N, d)
+        # Forward: q(z|x), L draws of z for each example, p(x|z).  The draws are rows,
+        # sample-major: row l N + n is draw l of example n.
+        h = self.encoder.forward(x)
+        mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)  # (N, d)
+        x_rows, log_var_rows = _repeat(x, n_samples), _repeat(log_var, n_samples)
+        eps_rows = eps.reshape(n_samples * n, self.latent_dim)
+        z = DiagonalGaussian.sample(_repeat(mu, n_samples), log_var_rows, eps_rows)  # (L N, d)
+        out = self.decoder.forward(z)  # (L N, D): logits, or means
+        if grad:
+            log_px, dout = self.likelihood.log_prob_and_grad(x_rows, out)  # dout: d log p / d out
+        else:
+            log_px = self.likelihood.log_prob(x_rows, out)  # (L N,)
+
+        # The loss: reconstruction averaged over the draws, KL in closed form.
+        recon = -log_px.reshape(n_samples, n).mean(axis=0)  # (N,)
+        kl_dim = DiagonalGaussian.kl_per_dim(mu, log_var)  # (N, d)
         kl_dim_mean = kl_dim.mean(axis=0)  # (d,)
         floor = self.config["free_bits"]
         kl_term = np.maximum(kl_dim_mean, floor).sum() if floor > 0 else kl_dim_mean.sum()
@@ -303,15 +272,23 @@ class VAE(Model):
         if not grad:
             return report
 
+        # Backward: the same path in reverse.  d loss / d log p(x|z) is −1 / (L N) for every
+        # row; d loss / d KL_j is beta / N for each dimension above its free-bits floor.
         self.zero_grad()
-        # Reconstruction: d loss / d log p(x|z_nl) = −1 / (L N) for every row.
-        dlog_px = np.full(n_samples * n, -1.0 / (n_samples * n), dtype=self.dtype)
-        # KL: each dimension above its floor gets beta / N times its gradient.
-        weight = np.full(self.latent_dim, beta / n, dtype=self.dtype)  # (d,)
+        per_row = np.full(n_samples * n, -1.0 / (n_samples * n), dtype=self.dtype)  # (L N,)
+        dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
+        self.likelihood.accumulate_grads(x_rows, out, per_row)  # a learned variance, if any
+        dz = self.decoder.backward(dout)  # (L N, d)
+        dmu_rows, dlog_var_rows = DiagonalGaussian.sample_backward(dz, log_var_rows, eps_rows)
+        kl_weight = np.full(self.latent_dim, beta / n, dtype=self.dtype)  # (d,)
         if floor > 0:
-            weight[kl_dim_mean <= floor] = 0
-        dmu_kl, dlog_var_kl = DiagonalGaussian.kl_grad(s.mu, s.log_var)
-        self._backward(s, dlog_px, None, dmu_kl * weight, dlog_var_kl * weight)
+            kl_weight[kl_dim_mean <= floor] = 0
+        dmu_kl, dlog_var_kl = DiagonalGaussian.kl_grad(mu, log_var)
+        dmu = _fold(dmu_rows, n) + dmu_kl * kl_weight  # (N, d)
+        dlog_var = _fold(dlog_var_rows, n) + dlog_var_kl * kl_weight
+        dh = self.mu_head.backward(dmu)
+        dh += self.log_var_head.backward(dlog_var)
+        self.encoder.backward(dh)
         return report
 
     def log_importance_weights(self, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
@@ -321,9 +298,16 @@ class VAE(Model):
         log-likelihood ``log (1/S) Σ_s w_s``.
         """
         x = self._check_input(x)
-        s = self._forward(x, eps, grad=False)
-        log_w = s.log_px + DiagonalGaussian.prior_log_prob(s.z)
-        log_w -= DiagonalGaussian.log_prob_of_sample(s.eps, s.log_var_rows)
+        n = len(x)
+        eps = self._eps(eps, None, 0, n)
+        h = self.encoder.forward(x)
+        mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)
+        log_var_rows = _repeat(log_var, len(eps))
+        eps_rows = eps.reshape(len(eps) * n, self.latent_dim)
+        z = DiagonalGaussian.sample(_repeat(mu, len(eps)), log_var_rows, eps_rows)
+        log_w = self.likelihood.log_prob(_repeat(x, len(eps)), self.decoder.forward(z))
+        log_w += DiagonalGaussian.prior_log_prob(z)
+        log_w -= DiagonalGaussian.log_prob_of_sample(eps_rows, log_var_rows)
         return log_w.reshape(eps.shape[0], len(x))
 
 
@@ -387,19 +371,31 @@ class IWAE(VAE):
         ``kl_per_dim``.
         """
         x = self._check_input(x)
-        n, d = x.shape[0], self.latent_dim
-        if eps is None:
-            eps = self._noise(rng, (self.config["k"], n, d))
-        k = eps.shape[0]
-        s = self._forward(x, eps, grad)
+        n = len(x)
+        eps = self._eps(eps, rng, self.config["k"], n)
+        k = len(eps)
 
-        log_pz = DiagonalGaussian.prior_log_prob(s.z)  # (k N,)
-        log_qz = DiagonalGaussian.log_prob_of_sample(s.eps, s.log_var_rows)  # (k N,)
-        log_w = (s.log_px + log_pz - log_qz).reshape(k, n)
+        # Forward, as in the VAE: q(z|x), k draws of z per example (rows sample-major), p(x|z).
+        h = self.encoder.forward(x)
+        mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)  # (N, d)
+        x_rows, log_var_rows = _repeat(x, k), _repeat(log_var, k)
+        eps_rows = eps.reshape(k * n, self.latent_dim)
+        z = DiagonalGaussian.sample(_repeat(mu, k), log_var_rows, eps_rows)  # (k N, d)
+        out = self.decoder.forward(z)  # (k N, D)
+        if grad:
+            log_px, dout = self.likelihood.log_prob_and_grad(x_rows, out)
+        else:
+            log_px = self.likelihood.log_prob(x_rows, out)  # (k N,)
+
+        # The bound: log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), and
+        # L_k = log (1/k) Σ_i w_i, by log-sum-exp over each example's k weights.
+        log_pz = DiagonalGaussian.prior_log_prob(z)  # (k N,)
+        log_qz = DiagonalGaussian.log_prob_of_sample(eps_rows, log_var_rows)  # (k N,)
+        log_w = (log_px + log_pz - log_qz).reshape(k, n)
         bound = kernels.logsumexp(np.ascontiguousarray(log_w.T)) - self.dtype.type(np.log(k))
 
-        recon = -s.log_px.reshape(k, n).mean(axis=0)
-        kl_dim = DiagonalGaussian.kl_per_dim(s.mu, s.log_var)
+        recon = -log_px.reshape(k, n).mean(axis=0)
+        kl_dim = DiagonalGaussian.kl_per_dim(mu, log_var)
         kl = kl_dim.sum(axis=1)
         report = {
             "loss": float(-bound.mean()),
@@ -416,17 +412,24 @@ class IWAE(VAE):
         if not grad:
             return report
 
+        # Backward: d loss / d log w_i = −w̃_i / N, with w̃ the normalised weights, a softmax
+        # over each example's k draws (so they sum to 1 to the last bit of the dtype).  Each
+        # draw's gradient is then that of one VAE sample, scaled by −w̃_i / N.
         self.zero_grad()
-        # d loss / d log w_i = −w̃_i / N, with w̃ the normalised weights: a softmax over the
-        # k samples of each example, so that they sum to 1 to the last bit of the dtype.
         normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
         normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
-        dlog_w = normalised.reshape(k * n)
-        # log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x); with z = mu + sigma eps:
-        # d log p(z)/dz = −z, and −log q = 0.5 Σ (eps² + log 2π + log_var) gives +0.5 per log_var.
-        dz_prior = dlog_w[:, None] * -s.z
-        dlog_var_q = 0.5 * dlog_w.reshape(k, n).sum(axis=0)[:, None]
-        dmu = np.zeros_like(s.mu)
-        dlog_var = np.broadcast_to(dlog_var_q, s.log_var.shape).astype(self.dtype)
-        self._backward(s, dlog_w, dz_prior, dmu, dlog_var)
+        per_row = normalised.reshape(k * n)  # d loss / d log w, one per row
+        dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
+        self.likelihood.accumulate_grads(x_rows, out, per_row)
+        dz = self.decoder.backward(dout)  # (k N, d)
+        dz += per_row[:, None] * -z  # log p(z): d/dz = −z
+        dmu_rows, dlog_var_rows = DiagonalGaussian.sample_backward(dz, log_var_rows, eps_rows)
+        # −log q(z|x) = 0.5 Σ_j (eps² + log 2π + log_var) at z = mu + sigma eps: mu drops
+        # out, and each log_var gets +0.5 from every draw of its example.
+        dlog_var_q = 0.5 * per_row.reshape(k, n).sum(axis=0)[:, None]  # (N, 1)
+        dmu = _fold(dmu_rows, n)  # (N, d)
+        dlog_var = _fold(dlog_var_rows, n) + dlog_var_q
+        dh = self.mu_head.backward(dmu)
+        dh += self.log_var_head.backward(dlog_var)
+        self.encoder.backward(dh)
         return report
