@@ -134,7 +134,16 @@ class Gaussian:
         log_var = np.full(dim, init_log_var, dtype=dtype)
         self.params = {"log_var": log_var} if learned else {}
         self.grads = {"log_var": np.zeros_like(log_var)} if learned else {}
-        self.log_var = log_var
+        self._fixed_log_var = log_var
+
+    @property
+    def log_var(self) -> np.ndarray:
+        """The per-pixel log-variance ``(D,)``: the parameter itself when it is learned.
+
+        Read through ``params`` on every use, since a model may move its parameters
+        into one flat array (:meth:`npvae.models.base.Model._collect`).
+        """
+        return self.params["log_var"] if self.learned else self._fixed_log_var
 
     def log_prob(self, x: np.ndarray, mean: np.ndarray) -> np.ndarray:
         """``log p(x|z)`` per example, ``(N, D) -> (N,)``."""

@@ -78,11 +78,34 @@ def _check_unit_interval(name: str, value) -> float:
     return value
 
 
+def _tiled(arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The 1-D array that ``arrays`` fill end to end, in order, if they do; else None.
+
+    A model keeps its parameters like this (``Model.flat_params``), and its
+    gradients (``Model.flat_grads``); an optimizer then updates them all in one
+    pass instead of one per array.
+    """
+    base = next(iter(arrays.values())).base
+    if base is None or base.ndim != 1:
+        return None
+    start = address = base.__array_interface__["data"][0]
+    for array in arrays.values():
+        if array.base is not base or not array.flags.c_contiguous:
+            return None
+        if array.__array_interface__["data"][0] != address:
+            return None
+        address += array.nbytes
+    return base if address == start + base.nbytes else None
+
+
 class Optimizer(ABC):
     """Base class: holds ``params``, checks ``grads``, saves and restores state.
 
     Subclasses fill ``self._buffers`` (buffer kind -> param name -> array of the
-    param's shape and dtype) in ``__init__`` and implement ``_update``.
+    param's shape and dtype) in ``__init__`` and implement ``_update``.  When the
+    params are a model's packed ones (views that tile one flat array), the state
+    buffers are packed the same way, and a step whose gradients are packed too
+    runs ``_update`` once on the three flat arrays.
 
     Parameters
     ----------
@@ -104,6 +127,7 @@ class Optimizer(ABC):
         #: Number of completed calls to :meth:`step`.
         self.step_count = 0
         self._buffers: dict[str, dict[str, np.ndarray]] = {}
+        self._flat_params = _tiled(params)  # None unless the params are packed
 
     @property
     def lr(self) -> float:
@@ -117,7 +141,14 @@ class Optimizer(ABC):
         self._lr = _check_lr(value)
 
     def _zeros_like_params(self) -> dict[str, np.ndarray]:
-        return {name: np.zeros_like(param) for name, param in self.params.items()}
+        """A zeroed state buffer per param, packed like the params if they are."""
+        if self._flat_params is None:
+            return {name: np.zeros_like(param) for name, param in self.params.items()}
+        flat, views, offset = np.zeros_like(self._flat_params), {}, 0
+        for name, param in self.params.items():
+            views[name] = flat[offset : offset + param.size].reshape(param.shape)
+            offset += param.size
+        return views
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
         """Update every parameter in place from its gradient.
@@ -141,11 +172,20 @@ class Optimizer(ABC):
                 )
             checked[name] = np.ascontiguousarray(grad, dtype=param.dtype)
         self.step_count += 1
-        self._update(checked)
+        flat_grads = None if self._flat_params is None else _tiled(checked)
+        if flat_grads is None:
+            self._update(self.params, checked, self._buffers)
+        else:  # one pass over all the params, whatever the number of layers
+            flat_buffers = {kind: {"all": _tiled(b)} for kind, b in self._buffers.items()}
+            self._update({"all": self._flat_params}, {"all": flat_grads}, flat_buffers)
 
     @abstractmethod
-    def _update(self, grads: dict[str, np.ndarray]) -> None:
-        """Apply this rule to ``self.params`` with checked ``grads`` (``step_count`` counted)."""
+    def _update(self, params: dict, grads: dict, buffers: dict) -> None:
+        """Apply this rule in place: ``params``, ``grads`` and each ``buffers[kind]`` share keys.
+
+        They are ``self.params``, the checked gradients and ``self._buffers``, or
+        one flat array each under the key ``"all"``; ``step_count`` is already counted.
+        """
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Return a copy of the optimizer state as a flat dict of arrays.
@@ -278,14 +318,14 @@ class SGD(Optimizer):
         if self.momentum > 0.0:
             self._buffers["velocity"] = self._zeros_like_params()
 
-    def _update(self, grads: dict[str, np.ndarray]) -> None:
+    def _update(self, params: dict, grads: dict, buffers: dict) -> None:
         lr, mu = self.lr, self.momentum
-        for name, param in self.params.items():
+        for name, param in params.items():
             direction = grads[name]
             if self.weight_decay:
                 direction = direction + self.weight_decay * param
             if mu:
-                velocity = self._buffers["velocity"][name]
+                velocity = buffers["velocity"][name]
                 velocity *= mu
                 velocity += direction
                 # As in Adam: a velocity that decays into the subnormals (its gradient is
@@ -355,9 +395,9 @@ class Adam(Optimizer):
         self._buffers["m"] = self._zeros_like_params()
         self._buffers["v"] = self._zeros_like_params()
 
-    def _update(self, grads: dict[str, np.ndarray]) -> None:
-        first_moments, second_moments = self._buffers["m"], self._buffers["v"]
-        for name, param in self.params.items():
+    def _update(self, params: dict, grads: dict, buffers: dict) -> None:
+        first_moments, second_moments = buffers["m"], buffers["v"]
+        for name, param in params.items():
             kernels.adam_update(
                 param,
                 grads[name],

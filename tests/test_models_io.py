@@ -170,6 +170,28 @@ def test_float32_training_stays_float32(variant):
 # ----------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_params_and_grads_are_views_that_tile_two_flat_arrays(variant):
+    """Every named array, in the model and in its layers, is a slice of flat_params/flat_grads."""
+    model = _build(variant)
+    offset = 0
+    for name, param in model.params.items():
+        size = param.size
+        assert np.shares_memory(param, model.flat_params[offset : offset + size]), name
+        assert np.shares_memory(model.grads[name], model.flat_grads[offset : offset + size]), name
+        offset += size
+    assert offset == model.flat_params.size == model.flat_grads.size
+    # A layer sees the same arrays: writing through the flat array reaches it.
+    first = model.encoder.layers[0].params["W"]
+    model.flat_params[0] = 123.0
+    assert first.flat[0] == 123.0
+    # A loss fills the flat gradients, and zero_grad clears them all at once.
+    model.loss(_batch(model), np.random.default_rng(0))
+    assert model.flat_grads.any()
+    model.zero_grad()
+    assert not model.flat_grads.any() and not any(g.any() for g in model.grads.values())
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_float64_input_to_a_float32_model_is_a_config_error(kind):
     model = _build(kind)

@@ -187,6 +187,43 @@ def test_momentum_of_a_dead_parameter_reaches_zero_not_the_subnormals(nesterov):
     assert np.all(optimizer.state_dict()["velocity/w"] == 0)
 
 
+@pytest.mark.parametrize("name", ["adam", "sgd-momentum", "sgd-nesterov-decay"])
+def test_a_packed_model_is_updated_in_one_pass_bit_identical_to_one_per_array(name, monkeypatch):
+    from npvae.models import VAE
+
+    make = {
+        "adam": lambda p: Adam(p, lr=1e-3),
+        "sgd-momentum": lambda p: SGD(p, lr=1e-2, momentum=0.9),
+        "sgd-nesterov-decay": lambda p: SGD(
+            p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-3
+        ),
+    }[name]
+    packed = VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1)
+    separate = VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1)
+    opt_packed, opt_separate = make(packed.params), make(separate.params)
+    calls, real = [], type(opt_packed)._update
+
+    def spy(self, params, grads, buffers):
+        calls.append(list(params))
+        real(self, params, grads, buffers)
+
+    monkeypatch.setattr(type(opt_packed), "_update", spy)
+    x = (np.random.default_rng(0).random((16, 20)) < 0.4).astype(np.float32)
+    rng_packed, rng_separate = np.random.default_rng(1), np.random.default_rng(1)
+    for _ in range(10):
+        packed.loss(x, rng_packed)
+        opt_packed.step(packed.grads)  # the model's own packed gradients: one pass
+        separate.loss(x, rng_separate)
+        opt_separate.step({k: g.copy() for k, g in separate.grads.items()})  # one per array
+    assert calls[0::2] == [["all"]] * 10 and calls[1::2] == [list(separate.params)] * 10
+    for key in packed.params:
+        np.testing.assert_array_equal(packed.params[key], separate.params[key], err_msg=key)
+    state_packed, state_separate = opt_packed.state_dict(), opt_separate.state_dict()
+    assert state_packed.keys() == state_separate.keys()
+    for key in state_packed:
+        np.testing.assert_array_equal(state_packed[key], state_separate[key], err_msg=key)
+
+
 def test_step_rejects_grads_that_do_not_fit_params():
     params = _new_params()
     opt = make_optimizer("adam", params, 0.01)

@@ -36,6 +36,14 @@ def resolve_dtype(dtype) -> np.dtype:
     return np.dtype(DTYPES[name])
 
 
+def _holders(part):
+    """Every ``params`` and ``grads`` dict of ``part``, its parts and an MLP's layers."""
+    yield part.params
+    yield part.grads
+    for child in [*getattr(part, "_parts", ()), *getattr(part, "layers", ())]:
+        yield from _holders(child)
+
+
 class Model:
     """Base class: subclasses build their parts in ``__init__`` and call :meth:`_collect`.
 
@@ -47,6 +55,12 @@ class Model:
     params, grads : dict name -> ndarray
         Every trainable array of every part, prefixed by the part's name
         (``"encoder.0.W"``), and the gradients with the same keys.
+    flat_params, flat_grads : ndarray (P,)
+        All ``P`` parameters in one array, and all gradients in another, in the
+        order of ``params``: each array in ``params`` and ``grads`` (and in the
+        layers themselves) is a view into these.  An optimizer updates all of
+        them in one pass, and :meth:`zero_grad` is one fill, so the work per
+        step does not grow with the number of layers.
     """
 
     kind = "model"
@@ -60,17 +74,34 @@ class Model:
         self._parts: list = []
 
     def _collect(self, **parts) -> None:
-        """Register the named parts (anything with ``params``, ``grads``, ``zero_grad``)."""
+        """Register the named parts (anything with ``params``, ``grads``, ``zero_grad``).
+
+        Then move every parameter into :attr:`flat_params` and every gradient
+        into :attr:`flat_grads`, and point each part (and each layer of an MLP)
+        at views into them, so that every name still finds its own array.
+        """
         for prefix, part in parts.items():
             self._parts.append(part)
             for name, value in part.params.items():
                 self.params[f"{prefix}.{name}"] = value
                 self.grads[f"{prefix}.{name}"] = part.grads[name]
+        total = sum(param.size for param in self.params.values())
+        self.flat_params = np.empty(total, dtype=self.dtype)
+        self.flat_grads = np.zeros(total, dtype=self.dtype)
+        views, offset = {}, 0
+        for name, param in self.params.items():
+            end = offset + param.size
+            views[id(param)] = self.flat_params[offset:end].reshape(param.shape)
+            views[id(param)][...] = param
+            views[id(self.grads[name])] = self.flat_grads[offset:end].reshape(param.shape)
+            offset = end
+        for holder in _holders(self):
+            for key, array in holder.items():
+                holder[key] = views[id(array)]
 
     def zero_grad(self) -> None:
-        """Clear every gradient in place."""
-        for part in self._parts:
-            part.zero_grad()
+        """Clear every gradient in place: one fill of :attr:`flat_grads`."""
+        self.flat_grads.fill(0)
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         """``x`` must be ``(N, input_dim)`` of the model's dtype (no silent cast)."""
