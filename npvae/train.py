@@ -25,18 +25,17 @@ import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from npvae import __version__, evaluate, plots
+from npvae import __version__, evaluate, plots, runs
 from npvae._files import atomic_path, write_text
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, from_dict, parse_args
-from npvae.data import Batches, binarize_static, load_dataset, split_validation
-from npvae.data.datasets import EMBEDDED_NAME
-from npvae.errors import ConfigError, DataError, NpvaeError
+from npvae.data import Batches
+from npvae.errors import ConfigError, NpvaeError
 from npvae.models import (
     IWAE,
     VAE,
@@ -128,47 +127,9 @@ def build_model(config: Config, input_dim: int):
     return ContractiveAutoencoder(**ae_common, contraction=config.contraction)
 
 
-def load_data(config: Config):
-    """The dataset, with the automatic MNIST-else-digits choice and the validation split."""
-    if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
-        raise ConfigError(f"--data-dir {config.data_dir} is not a folder; check the path")
-    if config.dataset == "auto":
-        try:
-            data = load_dataset("mnist", config.data_dir)
-        except DataError as err:
-            if "checksum mismatch" in str(err):
-                reason = "no local copy, and the downloaded files failed their checksums"
-            elif "download" in str(err):
-                reason = "no local copy, and the download failed"
-            else:
-                reason = err
-            print(f"MNIST is not available ({reason}); training on the embedded digits instead")
-            data = load_dataset("digits")
-    else:
-        data = load_dataset(config.dataset, config.data_dir)
-    if config.val_size:
-        data = split_validation(data, config.val_size, config.seed)
-    return data
-
-
-def _recorded_data(config: Config, record: dict):
-    """The dataset a resumed run trained on, exactly: no automatic choice, no fallback."""
-    used = record.get("dataset_used", config.dataset)
-    try:
-        data = load_data(replace(config, dataset=used))
-    except DataError as err:
-        raise DataError(f"this run trained on {used}, which cannot be loaded now: {err}") from None
-    # Files are checked against their checksums; the embedded set is defined by its source.
-    if used == EMBEDDED_NAME and data.source != record.get("data_source", data.source):
-        raise DataError(
-            f"this run trained on {record['data_source']}, but this npvae makes {data.source}"
-        )
-    return data
-
-
 def start(config: Config) -> Run:
     """A new run: its folder, data, model and optimizer."""
-    data = load_data(config)
+    data = runs.load_data(config)
     try:
         model = build_model(config, data.x_train.shape[1])
     except MemoryError:
@@ -239,7 +200,7 @@ def resume(folder: str, given: dict) -> Run:
             0,
         )
     rows = _completed_metrics(folder / "metrics.csv", saved.epoch)
-    data = _recorded_data(config, record)
+    data = runs.recorded_data(config, record)
     optimizer = make_optimizer(config.optimizer, saved.model.params, config.lr)
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
@@ -443,13 +404,12 @@ def _summary(results: dict) -> str:
 
 def _eval_arrays(run: Run):
     """Validation and test images as floats of the model's dtype, binarised once if asked."""
+    seed = runs.test_binarize_seed(run.config)
 
     def prepare(images):
         if len(images) == 0:
             return None
-        if run.config.binarize != "none":
-            return binarize_static(images, run.config.seed + 1).astype(run.model.dtype)
-        return (images / np.float32(255)).astype(run.model.dtype)
+        return runs.prepare_images(images, run.config.binarize, seed, run.model.dtype)
 
     return prepare(run.data.x_val), prepare(run.data.x_test)
 
