@@ -291,7 +291,7 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
             run.best = selection
             _save(run, "best.npz")
         _save(run, "last.npz")
-        print(_epoch_line(row, config.epochs), flush=True)
+        print(_epoch_line(row, config.epochs, config.model), flush=True)
         if stop.signal:  # it came during the evaluation or the checkpoint
             raise TrainingStopped(
                 f"stopped by {stop.name} at the end of epoch {epoch}; checkpoint written; "
@@ -311,10 +311,10 @@ def _epoch_row(run: Run, epoch: int, partial: dict, x_val, x_test) -> dict:
         "train_kl": sums["kl"] / n if "kl" in sums and run.config.model in ("vae", "iwae") else "",
         "val_loss": "",
     }
-    eval_rng = np.random.default_rng([run.config.seed, epoch, 1])
     if x_val is not None:
-        row["val_loss"] = evaluate.evaluate_loss(run.model, x_val, eval_rng)["loss"]
-    test = evaluate.evaluate_loss(run.model, x_test, eval_rng)
+        val_rng = np.random.default_rng([run.config.seed, epoch, 0])
+        row["val_loss"] = evaluate.evaluate_loss(run.model, x_val, val_rng)["loss"]
+    test = evaluate.evaluate_loss(run.model, x_test, _test_rng(run.config, epoch))
     row.update(test_loss=test["loss"], test_recon=test["recon"], test_kl=test.get("kl", ""))
     return row
 
@@ -360,20 +360,46 @@ def _save(run: Run, name: str, partial: dict | None = None) -> None:
 
 
 def finish(run: Run) -> dict:
-    """Final evaluation on the test set, ``results.json`` and the figures."""
+    """Final evaluation on the test set, ``results.json`` and the figures.
+
+    The weights are the last epoch's, and the test loss is drawn with the same
+    noise as that epoch's row of ``metrics.csv``, so the two agree exactly.
+    ``results.json`` says which evaluation it holds; ``python -m
+    npvae.evaluate`` gives the literature's (k = 5000 on every image) in
+    ``eval.json``.
+    """
     config, model = run.config, run.model
     _, x_test = _eval_arrays(run)
+    test = evaluate.evaluate_loss(model, x_test, _test_rng(config, run.epoch))
+    kl_per_dim = test.pop("kl_per_dim", None)
+    if config.model == "vae" and config.beta != 1:
+        test["beta"] = config.beta  # the loss weighs the KL by it
+    results = {
+        "epochs": run.epoch,
+        "evaluation": {
+            "weights": f"checkpoints/last.npz (epoch {run.epoch})",
+            "test_images": len(x_test),
+            "binarize_seed": runs.test_binarize_seed(config) if config.binarize != "none" else None,
+            "noise_seed": [config.seed, run.epoch, 1],
+            "log_likelihood_samples": 0,
+            "log_likelihood_images": 0,
+        },
+        "test": test,
+    }
     rng = np.random.default_rng([config.seed, run.epoch, 2])
-    results = {"epochs": run.epoch, "test": evaluate.evaluate_loss(model, x_test, rng)}
-    if hasattr(model, "log_importance_weights"):
+    if kl_per_dim is not None:
+        results["kl_per_dim"] = [round(float(v), 5) for v in kl_per_dim]
         if config.ll_samples:
-            n = config.ll_examples or len(x_test)
-            ll = evaluate.log_likelihood(model, x_test[:n], rng, n_samples=config.ll_samples)
+            n = min(config.ll_examples or len(x_test), len(x_test))
+            ll = evaluate.importance_sampled(model, x_test[:n], rng, n_samples=config.ll_samples)
             results["test_log_likelihood"] = {
-                "nats": float(ll.mean()),
+                "nats": float(ll.log_px.mean()),
+                "standard_error": float(ll.log_px.std() / np.sqrt(n)),
                 "samples": config.ll_samples,
-                "examples": len(ll),
+                "examples": n,
             }
+            results["evaluation"].update(log_likelihood_samples=config.ll_samples)
+            results["evaluation"].update(log_likelihood_images=n)
         count, variances = evaluate.active_units(model, x_test)
         results["active_units"] = count
         results["posterior_mean_variance"] = [round(float(v), 5) for v in variances]
@@ -387,13 +413,28 @@ def finish(run: Run) -> dict:
 
 
 def _summary(results: dict) -> str:
+    """The closing line: the test loss with terms that add up to it, then the extras."""
     test = results["test"]
-    parts = [f"test loss {test['loss']:.2f}"]
-    if "kl" in test:
-        parts[0] += f" (reconstruction {test['recon']:.2f}, KL {test['kl']:.2f})"
+    if "bound" in test:  # the IWAE: its loss is the k-sample bound, not recon + KL
+        parts = [
+            f"test loss {test['loss']:.2f} (the negative k-sample bound; "
+            f"one-sample ELBO {-test['elbo']:.2f} = reconstruction {test['recon']:.2f} "
+            f"+ KL {test['kl']:.2f})"
+        ]
+    elif "kl" in test:
+        weight = f"{test['beta']:g} x " if "beta" in test else ""
+        parts = [
+            f"test loss {test['loss']:.2f} (reconstruction {test['recon']:.2f} "
+            f"+ {weight}KL {test['kl']:.2f})"
+        ]
+    else:
+        parts = [f"test loss {test['loss']:.2f}"]
     if "test_log_likelihood" in results:
         ll = results["test_log_likelihood"]
-        parts.append(f"log p(x) ≈ {ll['nats']:.2f} ({ll['samples']} samples)")
+        parts.append(
+            f"log p(x) ≈ {ll['nats']:.2f} ± {ll['standard_error']:.2f} "
+            f"({ll['samples']} samples, {ll['examples']} images)"
+        )
     if "active_units" in results:
         parts.append(f"{results['active_units']} active units")
     return ", ".join(parts)
@@ -412,6 +453,11 @@ def _eval_arrays(run: Run):
         return runs.prepare_images(images, run.config.binarize, seed, run.model.dtype)
 
     return prepare(run.data.x_val), prepare(run.data.x_test)
+
+
+def _test_rng(config: Config, epoch: int) -> np.random.Generator:
+    """The noise of the test loss after ``epoch``: the same for its row and for results.json."""
+    return np.random.default_rng([config.seed, epoch, 1])
 
 
 def _schedule_options(config: Config) -> dict:
@@ -452,12 +498,16 @@ def _progress(total: int, description: str, initial: int):
     return tqdm(total=total, initial=initial, desc=description, leave=False, mininterval=0.5)
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
+def _epoch_line(row: dict, epochs: int, model: str) -> str:
     line = f"epoch {row['epoch']}/{epochs}  train {row['train_loss']:.2f}"
     if row["val_loss"] != "":
         line += f"  val {row['val_loss']:.2f}"
     line += f"  test {row['test_loss']:.2f}"
-    if row["test_kl"] != "":
+    if row["test_kl"] != "" and model == "iwae":  # the loss is -L_k; the terms are the ELBO's
+        elbo_terms = row["test_recon"] + row["test_kl"]
+        line += f" (-L_k; one-sample ELBO {elbo_terms:.2f}: recon {row['test_recon']:.2f}"
+        line += f" + KL {row['test_kl']:.2f})"
+    elif row["test_kl"] != "":
         line += f" (recon {row['test_recon']:.2f}, KL {row['test_kl']:.2f})"
     return line + f"  {row['seconds']:.1f} s, {row['examples_per_second']:.0f} ex/s"
 

@@ -82,8 +82,8 @@ def test_run_folder_holds_config_metrics_checkpoints_results_and_figures(tiny, t
     run = only_run(out)
     assert f"run folder: {run}" in stdout
     assert re.fullmatch(
-        r"done: test loss [\d.]+ \(reconstruction [\d.]+, KL [\d.]+\), "
-        r"log p\(x\) ≈ -[\d.]+ \(\d+ samples\), \d+ active units",
+        r"done: test loss [\d.]+ \(reconstruction [\d.]+ \+ KL [\d.]+\), "
+        r"log p\(x\) ≈ -[\d.]+ ± [\d.]+ \(\d+ samples, \d+ images\), \d+ active units",
         stdout.strip().splitlines()[-1],
     )
 
