@@ -75,6 +75,13 @@ class Config:
     init: str = field(
         default="glorot", metadata=_help("initial weights: glorot (uniform) or he (normal)")
     )
+    output_bias: str = field(
+        default="zero",
+        metadata=_help(
+            "the decoder's initial output bias: zero, or data-mean (the mean training "
+            "image: its logit for a Bernoulli decoder, as in the IWAE paper)"
+        ),
+    )
     learn_var: bool = field(
         default=False, metadata=_help("gaussian decoder: learn a per-pixel variance")
     )
@@ -83,6 +90,9 @@ class Config:
     batch_size: int = field(default=128, metadata=_help("examples per batch"))
     optimizer: str = field(default="adam", metadata=_help("adam, sgd, momentum or nesterov"))
     lr: float = field(default=1e-3, metadata=_help("learning rate"))
+    adam_eps: float = field(
+        default=1e-8, metadata=_help("adam: epsilon of the denominator (the IWAE paper: 1e-4)")
+    )
     schedule: str = field(
         default="constant",
         metadata=_help("learning-rate schedule: constant, step, exponential or iwae"),
@@ -135,6 +145,7 @@ CHOICES = {
     "activation": ("relu", "leaky-relu", "tanh", "sigmoid", "softplus", "elu"),
     "likelihood": ("bernoulli", "gaussian"),
     "init": ("glorot", "he"),
+    "output_bias": ("zero", "data-mean"),
     "optimizer": ("adam", "sgd", "momentum", "nesterov"),
     "schedule": ("constant", "step", "exponential", "iwae"),
     "sparsity": ("kl", "l1"),
@@ -152,6 +163,7 @@ BOUNDS = {
     "epochs": "[1, inf)",
     "batch_size": "[1, inf)",
     "lr": "(0, inf)",
+    "adam_eps": "(0, inf)",
     "lr_step": "[1, inf)",
     "lr_gamma": "(0, inf)",
     "clip": "[0, inf)",  # 0: off

@@ -161,7 +161,9 @@ def start(config: Config) -> Run:
     }
     write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
     _write_metrics(folder / "metrics.csv", [])
-    optimizer = make_optimizer(config.optimizer, model.params, config.lr)
+    if config.output_bias == "data-mean":
+        model.init_output_bias(data.x_train.mean(axis=0) / 255)
+    optimizer = _make_optimizer(config, model.params)
     return Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
 
 
@@ -201,7 +203,7 @@ def resume(folder: str, given: dict) -> Run:
         )
     rows = _completed_metrics(folder / "metrics.csv", saved.epoch)
     data = runs.recorded_data(config, record)
-    optimizer = make_optimizer(config.optimizer, saved.model.params, config.lr)
+    optimizer = _make_optimizer(config, saved.model.params)
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
     run.epoch, run.step = saved.epoch, saved.step
@@ -453,6 +455,11 @@ def _eval_arrays(run: Run):
         return runs.prepare_images(images, run.config.binarize, seed, run.model.dtype)
 
     return prepare(run.data.x_val), prepare(run.data.x_test)
+
+
+def _make_optimizer(config: Config, params: dict):
+    options = {"eps": config.adam_eps} if config.optimizer == "adam" else {}
+    return make_optimizer(config.optimizer, params, config.lr, **options)
 
 
 def _test_rng(config: Config, epoch: int) -> np.random.Generator:
