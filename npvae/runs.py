@@ -53,6 +53,7 @@ class SavedRun:
     record: dict  # config.json's contents ({} for a bare model file)
     epoch: int | None  # epochs the weights had trained (None if unknown)
     checkpoint: str  # "best", "last" or "file"
+    step: int | None = None  # optimizer steps taken (None if unknown)
 
     @property
     def dataset(self) -> str | None:
@@ -117,7 +118,9 @@ def _from_checkpoint(path: Path, folder: Path | None, which: str) -> SavedRun:
             raise CheckpointError(f"{folder / 'config.json'} is damaged") from None
         if not isinstance(record, dict):
             raise CheckpointError(f"{folder / 'config.json'} is damaged")
-    return SavedRun(saved.model, path, folder, config, record, saved.epoch, which or "file")
+    return SavedRun(
+        saved.model, path, folder, config, record, saved.epoch, which or "file", saved.step
+    )
 
 
 # ----- data, found as training finds it -----------------------------------------------------

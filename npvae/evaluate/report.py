@@ -41,6 +41,7 @@ def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) ->
         "weights": str(saved.source),
         "checkpoint": saved.checkpoint,
         "epoch": saved.epoch,
+        "step": saved.step,
         "n_test": len(x),
         "seed": seed,
     }
