@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from npvae.evaluate import estimators
+from npvae.runs import DATASET_TITLES
 
 #: Burda et al.'s threshold on ``Var_x(E_q[z_u])`` for an active unit.
 ACTIVE_THRESHOLD = 0.01
@@ -105,11 +106,10 @@ def _jsonable(metrics: dict) -> dict:
 def format_table(record: dict) -> str:
     """The record as the lines a person reads (no trailing newline)."""
     lines = [record["model"], f"  weights      {record['weights']}"]
+    dataset = DATASET_TITLES.get(record.get("dataset"), record.get("dataset", "?"))
     binarized = record.get("binarize_seed")
-    lines.append(
-        f"  test set     {record['n_test']} images of {record.get('dataset', '?')}"
-        + (f", binarised once with seed {binarized}" if binarized is not None else "")
-    )
+    how = "binarised once with seed" if binarized is not None else "grey levels; draws from seed"
+    lines.append(f"  test set     {record['n_test']} images of {dataset}, {how} {record['seed']}")
     test = record["test"]
     if "unit" in record:
         lines.append(f"  reconstruction error  {test['recon']:.4f}  ({record['unit']})")
@@ -121,11 +121,9 @@ def format_table(record: dict) -> str:
             )
         if "mean_activation" in test:
             activations = np.array(test["mean_activation"])
-            target = f" (target {test['target']:g})" if "target" in test else ""
-            lines.append(
-                f"  code units' mean activation{target}: mean {activations.mean():.4f}, "
-                f"range {activations.min():.4f} to {activations.max():.4f}"
-            )
+            target = f", target {test['target']:g}" if "target" in test else ""
+            lines.append(f"  code units' mean activation{target}:")
+            lines += _columns([f"h{j + 1:<3} {a:.4f}" for j, a in enumerate(activations)])
         return "\n".join(lines)
 
     lines.append("                                  nats per image")
@@ -147,9 +145,16 @@ def format_table(record: dict) -> str:
         f"  active units                    {units['count']:>7} of {units['of']}"
         f"   (Var_x E[z_u] > {units['threshold']:g})"
     )
-    kl = np.array(record["kl_per_dim"])
-    order = np.argsort(kl)[::-1]
-    shown = ", ".join(f"z{j + 1} {kl[j]:.2f}" for j in order[:10])
-    more = f", ... ({len(kl) - 10} more, {kl[order[10:]].sum():.2f} in all)" if len(kl) > 10 else ""
-    lines.append(f"  KL per dimension, largest first: {shown}{more}")
+    lines.append("  per dimension, most KL first: KL (nats) / Var_x E[z_u]")
+    kl, variances = np.array(record["kl_per_dim"]), np.array(units["variances"])
+    cells = [f"z{j + 1:<3} {kl[j]:5.2f} / {variances[j]:.3f}" for j in np.argsort(-kl)]
+    lines += _columns(cells)
     return "\n".join(lines)
+
+
+def _columns(cells: list[str], per_line: int = 4) -> list[str]:
+    """``cells`` laid out ``per_line`` to a line, indented under their heading."""
+    return [
+        "    " + "   ".join(cells[start : start + per_line])
+        for start in range(0, len(cells), per_line)
+    ]
