@@ -281,9 +281,8 @@ class VAE(Model):
         # Backward: the same path in reverse.  d loss / d log p(x|z) is −r / (L N) for every
         # row; d loss / d KL_j is beta / N for each dimension above its free-bits floor.
         self.zero_grad()
-        per_row = np.full(
-            n_samples * n, -recon_weight / (n_samples * n), dtype=self.dtype
-        )  # (L N,)
+        n_rows = n_samples * n
+        per_row = np.full(n_rows, -recon_weight / n_rows, dtype=self.dtype)  # (L N,)
         dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
         self.likelihood.accumulate_grads(x_rows, out, per_row)  # a learned variance, if any
         dz = self.decoder.backward(dout)  # (L N, d)
