@@ -99,7 +99,7 @@ def test_make_figures_writes_what_suits_the_model(vae, x, tmp_path):
     ae_dir.mkdir()
     written = plots.make_figures(vae, x, labels, vae_dir, np.random.default_rng(0))
     expected = ["reconstructions.png", "samples.png", "interpolations.png", "manifold.png",
-                "latent.png"]  # fmt: skip
+                "latent.png", "kl.png"]  # fmt: skip
     assert sorted(p.name for p in written) == sorted(expected)
     assert_only_png(vae_dir, expected)
 
