@@ -112,8 +112,8 @@ def plot_compare(
     Each panel shows at least the prior's ±3 range, with its 1 and 2 sd
     circles, so a collapsed space looks like the point it is.
     """
-    fig = plt.figure(figsize=(15, 6.4))
-    grid = fig.add_gridspec(2, len(trained), height_ratios=[5, 1.05], hspace=0.28, wspace=0.22)
+    fig = plt.figure(figsize=(15, 7))
+    grid = fig.add_gridspec(2, len(trained), height_ratios=[5, 1.1], hspace=0.3, wspace=0.25)
     z = rng.standard_normal((SAMPLES, 2))  # the same prior draws for every model
     for column, one in enumerate(trained):
         ax = fig.add_subplot(grid[0, column])
@@ -127,8 +127,8 @@ def plot_compare(
         ax.set_xlabel("z1")
         ax.set_ylabel("z2" if column == 0 else "")
         ax.set_title(
-            f"{one.name}\nspread of the means {one.spread:.2f}; test recon {one.recon:.0f} nats, "
-            f"KL {one.kl:.1f} nats",
+            f"{one.name}\nspread of the means {one.spread:.2f}\n"
+            f"test: reconstruction {one.recon:.0f} nats, KL {one.kl:.1f} nats",
             fontsize=10,
         )
         if column == len(trained) - 1:
