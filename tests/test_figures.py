@@ -9,6 +9,8 @@ and not blank.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -138,6 +140,16 @@ def test_missing_damaged_or_misused_runs_are_one_line_and_exit_2(tiny_runs, tmp_
         assert expected in one_line(stderr), (argv, stderr)
     assert no_leftovers(out) == []
     assert not (vae_run / "figures" / "reconstructions.png").exists()
+
+
+def test_python_m_npvae_figures_runs_and_reports_a_missing_run_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "npvae.figures", "kl", str(tmp_path / "no-run")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert "no such run folder or file" in one_line(done.stderr)
 
 
 def test_a_damaged_metrics_file_is_one_line(tiny_runs, tmp_path, capsys):
