@@ -200,7 +200,7 @@ def plot_latent(
         label_legend(ax, title="label", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
-    caption = f"latent codes (posterior means) of {len(codes)} test images"
+    caption = f"latent codes of {len(codes)} test images (a VAE's: posterior means)"
     ax.set_title(heading(caption + (f",\n{how}" if how else ""), title), fontsize=10)
     return save_figure(fig, path)
 
