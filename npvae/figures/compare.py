@@ -112,7 +112,7 @@ def plot_compare(
     Each panel shows at least the prior's ±3 range, with its 1 and 2 sd
     circles, so a collapsed space looks like the point it is.
     """
-    fig = plt.figure(figsize=(15, 7))
+    fig = plt.figure(figsize=(15, 6.2))
     grid = fig.add_gridspec(2, len(trained), height_ratios=[5, 1.1], hspace=0.3, wspace=0.25)
     z = rng.standard_normal((SAMPLES, 2))  # the same prior draws for every model
     for column, one in enumerate(trained):
@@ -139,7 +139,7 @@ def plot_compare(
         ax_samples.set_title("decoded samples z ~ N(0, I)", fontsize=9)
         ax_samples.axis("off")
     caption = "test images' latent means, by digit (dashed: the prior's 1 and 2 sd circles)"
-    fig.suptitle(plots.heading(caption, title), fontsize=11)
+    fig.suptitle(plots.heading(caption, title), fontsize=11, y=1.05)
     return plots.save_figure(fig, path)
 
 
