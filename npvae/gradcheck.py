@@ -266,6 +266,8 @@ def _model_rows():
          {"step": 5}),
         ("loss", "VAE (Gaussian, learned variance)", models.VAE,
          {**vae, "likelihood": "gaussian", "learned_var": True}, {}),
+        ("loss", "VAE (recon_weight=0.3)", models.VAE, {**vae, "recon_weight": 0.3}, {}),
+        ("loss", "VAE (recon_weight=0: KL only)", models.VAE, {**vae, "recon_weight": 0.0}, {}),
         ("loss", "IWAE k=1", models.IWAE, {**vae, "k": 1}, {}),
         ("loss", "IWAE k=5", models.IWAE, {**vae, "k": 5}, {}),
         ("loss", "Autoencoder (Bernoulli)", models.Autoencoder, ae, {}),

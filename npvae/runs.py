@@ -62,12 +62,17 @@ class SavedRun:
 
     def title(self) -> str:
         """``"VAE 784-400-20 on MNIST, epoch 10"``: for figure titles and tables."""
-        text = f"{TITLES.get(self.model.kind, self.model.kind)} {architecture(self.model)}"
-        if self.dataset:
-            text += f" on {DATASET_TITLES.get(self.dataset, self.dataset)}"
-        if self.epoch is not None:
-            text += f", epoch {self.epoch}" + (" (best)" if self.checkpoint == "best" else "")
-        return text
+        return run_title(self.model, self.dataset, self.epoch, best=self.checkpoint == "best")
+
+
+def run_title(model: Model, dataset: str | None, epoch: int | None, best: bool = False) -> str:
+    """``"VAE 784-400-20 on MNIST, epoch 10"``: a model, its dataset and its epochs, named."""
+    text = f"{TITLES.get(model.kind, model.kind)} {architecture(model)}"
+    if dataset:
+        text += f" on {DATASET_TITLES.get(dataset, dataset)}"
+    if epoch is not None:
+        text += f", epoch {epoch}" + (" (best)" if best else "")
+    return text
 
 
 def architecture(model: Model) -> str:

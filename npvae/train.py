@@ -407,10 +407,12 @@ def finish(run: Run) -> dict:
         results["posterior_mean_variance"] = [round(float(v), 5) for v in variances]
     write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
     if config.figures:
-        plots.make_figures(model, x_test, run.data.y_test, run.folder, rng)
+        title = runs.run_title(model, run.data.name, run.epoch)
+        plots.make_figures(model, x_test, run.data.y_test, run.folder, rng, title=title)
         rows = _read_metrics(run.folder / "metrics.csv")
         if rows:
-            plots.plot_curves(run.folder / "curves.png", rows)
+            unit = plots.loss_unit(model)
+            plots.plot_curves(run.folder / "curves.png", rows, title=title, unit=unit)
     return results
 
 

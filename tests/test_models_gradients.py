@@ -156,6 +156,21 @@ VAES = {
     "warmup-midway": ({"activation": "tanh", "beta": 2.0, "warmup_steps": 10}, 5, _binary_batch),
     "warmup-early": ({"activation": "tanh", "warmup_steps": 100}, 7, _binary_batch),
     "n-samples-3": ({"activation": "softplus", "n_samples": 3}, None, _binary_batch),
+    "recon-weight-0.3": (
+        {"activation": "tanh", "recon_weight": 0.3, "beta": 1.5},
+        None,
+        _binary_batch,
+    ),
+    "recon-weight-0-kl-only": (
+        {"activation": "softplus", "recon_weight": 0.0},
+        None,
+        _binary_batch,
+    ),
+    "recon-weight-0.3-gaussian-learned-var": (
+        dict(activation="tanh", likelihood="gaussian", learned_var=True, recon_weight=0.3),
+        None,
+        _real_batch,
+    ),
     "gaussian-fixed-var": (
         {"activation": "tanh", "likelihood": "gaussian", "init_log_var": -0.7},
         None,
@@ -202,6 +217,24 @@ def test_vae_gradient_with_noise_drawn_from_a_generator():
 
     errors, _, _ = _gradient_errors(model, loss_of)
     _assert_proven(errors)
+
+
+def test_recon_weight_scales_the_reconstruction_term_and_its_gradient(tmp_path):
+    """loss = r · recon + beta · KL; r = 0 leaves the decoder without gradient."""
+    x = _binary_batch(seed=2)
+    settings = {**TINY, "hidden": [5], "latent_dim": 3, "activation": "tanh", "seed": 1}
+    plain, weighted, kl_only = (VAE(**settings, recon_weight=r) for r in (1.0, 0.3, 0.0))
+    eps = _eps(plain, 1)
+    reports = [model.loss(x, eps=eps) for model in (plain, weighted, kl_only)]
+    for report, r in zip(reports, (1.0, 0.3, 0.0)):
+        assert report["loss"] == pytest.approx(r * report["recon"] + report["kl"], rel=1e-12)
+        assert report["elbo"] == pytest.approx(-(report["recon"] + report["kl"]), rel=1e-12)
+    assert reports[1]["recon"] == reports[0]["recon"]  # the same forward pass
+    decoder = [name for name in plain.grads if name.startswith("decoder.")]
+    for name in decoder:
+        np.testing.assert_allclose(weighted.grads[name], 0.3 * plain.grads[name], rtol=1e-12)
+        assert not kl_only.grads[name].any(), name
+    assert VAE.load(kl_only.save(tmp_path / "kl-only.npz")).config["recon_weight"] == 0.0
 
 
 def _spread_kl(model):

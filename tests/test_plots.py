@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.ticker import MaxNLocator
 
 from npvae import plots
-from npvae.models import VAE, Autoencoder
+from npvae.models import VAE, Autoencoder, DenoisingAutoencoder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def assert_only_png(folder, names):
-    """``folder`` holds exactly ``names``, each a PNG: no temporary file is left."""
+    """``folder`` holds exactly ``names``, each a real, non-blank PNG; no temporary is left."""
     assert sorted(p.name for p in folder.iterdir()) == sorted(names)
     for name in names:
         data = (folder / name).read_bytes()
         assert data[:8] == PNG_SIGNATURE and len(data) > 100, name
+        image = matplotlib.image.imread(folder / name)
+        assert image.ndim == 3 and min(image.shape[:2]) >= 40, (name, image.shape)
+        assert image[..., :3].std() > 0.01, f"{name} is blank"
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures ``plots`` makes, kept open for inspection instead of written."""
+    figures = []
+
+    def keep(fig, path):
+        figures.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    yield figures
+    for fig in figures:
+        plots.plt.close(fig)
 
 
 # ----- tile ------------------------------------------------------------------------------
@@ -92,6 +112,82 @@ def test_plot_curves_from_metrics_rows(tmp_path):
     assert_only_png(tmp_path, ["curves.png"])
 
 
+def test_plot_curves_have_whole_epoch_ticks_and_the_models_unit(drawn, tmp_path):
+    rows = [
+        {"epoch": str(e), "train_loss": str(100 - e), "test_loss": str(99 - e)} for e in (1, 2, 3)
+    ]
+    plots.plot_curves(tmp_path / "c.png", rows, title="VAE 16-8-2 on digits, epoch 3")
+    squared = Autoencoder(input_dim=16, hidden=[8], code_dim=2, reconstruction="squared")
+    plots.plot_curves(tmp_path / "c.png", rows, unit=plots.loss_unit(squared))
+    (nats,), (squared_error,) = (fig.axes for fig in drawn)
+    assert isinstance(nats.xaxis.get_major_locator(), MaxNLocator)
+    ticks = [t for t in nats.get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert nats.get_ylabel() == "loss per example (nats)"
+    assert nats.get_title().startswith("VAE 16-8-2 on digits, epoch 3\n")
+    assert squared_error.get_ylabel() == "loss per example (squared error)"
+    assert plots.loss_unit(VAE(input_dim=16, hidden=[8], latent_dim=2)) == "nats"
+    assert plots.loss_unit(Autoencoder(input_dim=16, hidden=[8], code_dim=2)) == "nats"
+
+
+def test_plot_kl_bars_each_dimension_and_colours_the_active_ones(drawn, tmp_path):
+    kl = np.array([2.0, 0.001, 1.5, 0.0004])
+    variances = np.array([0.8, 0.002, 0.5, 0.0001])
+    plots.plot_kl(tmp_path / "kl.png", kl, variances, title="t")
+    (ax,) = drawn[0].axes
+    heights = {patch.get_x() + patch.get_width() / 2: patch.get_height() for patch in ax.patches}
+    assert heights == pytest.approx({1: 2.0, 2: 0.001, 3: 1.5, 4: 0.0004})
+    colours = {patch.get_x() + patch.get_width() / 2: patch.get_facecolor() for patch in ax.patches}
+    assert colours[1] == colours[3] != colours[2] == colours[4]
+    assert "2 of 4 units active" in ax.get_title()
+
+
+def test_plot_kl_writes_a_real_png(vae, x, tmp_path):
+    kl_per_dim, variances = plots.posterior_summary(vae, x, batch_size=7)
+    mu, log_var = vae.encode(x)
+    expected = 0.5 * (mu**2 + np.exp(log_var) - 1 - log_var).mean(axis=0)
+    np.testing.assert_allclose(kl_per_dim, expected, rtol=1e-5)
+    np.testing.assert_allclose(variances, mu.astype(np.float64).var(axis=0), rtol=1e-5)
+    plots.plot_kl(tmp_path / "kl.png", kl_per_dim, variances)
+    assert_only_png(tmp_path, ["kl.png"])
+
+
+def test_denoising_reconstructions_show_clean_corrupted_and_reconstruction(x, tmp_path):
+    dae = DenoisingAutoencoder(input_dim=16, hidden=[8], code_dim=3, noise="mask", noise_level=0.5)
+    corrupted = dae.corrupt(x[:4], np.random.default_rng(0))
+    recon = dae.reconstruct(corrupted)
+    plots.plot_reconstructions(tmp_path / "r.png", x[:4], recon, n_cols=4, corrupted=corrupted)
+    assert_only_png(tmp_path, ["r.png"])
+    # Three rows of four 4x4 images: clean, corrupted, reconstruction.
+    canvas = plots.tile(np.concatenate([x[:4], corrupted, recon]), 4)
+    assert canvas.shape == (3 * 6 - 2, 4 * 6 - 2)
+
+
+@pytest.mark.parametrize("projection", ["pca", "kl"])
+def test_project_says_how_it_projects(projection):
+    codes = np.random.default_rng(0).standard_normal((50, 5)) * [1, 5, 0.1, 3, 0.2]
+    kl = np.array([0.1, 0.2, 3.0, 0.05, 2.0])
+    points, names, how = plots.project(codes, projection, kl)
+    assert points.shape == (50, 2)
+    if projection == "kl":
+        np.testing.assert_array_equal(points, codes[:, [2, 4]])
+        assert names == ("z3", "z5") and "the two dimensions with the most KL" in how
+    else:
+        # The first principal component of these codes is (nearly) dimension 2.
+        assert abs(np.corrcoef(points[:, 0], codes[:, 1])[0, 1]) > 0.95
+        assert "PCA" in how
+    assert plots.project(codes[:, :2], projection, kl)[2] == ""  # 2-d: drawn as it is
+
+
+def test_plot_latent_titles_its_projection(drawn, tmp_path):
+    codes = np.random.default_rng(0).standard_normal((40, 4))
+    plots.plot_latent(tmp_path / "l.png", codes, np.arange(40) % 10, projection="kl",
+                      kl_per_dim=np.array([0.1, 2.0, 0.3, 1.0]))  # fmt: skip
+    (ax,) = drawn[0].axes
+    assert "z2 and z4, the two dimensions with the most KL" in ax.get_title()
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [str(d) for d in range(10)]
+
+
 def test_make_figures_writes_what_suits_the_model(vae, x, tmp_path):
     labels = np.arange(len(x)) % 10
     vae_dir, ae_dir = tmp_path / "vae", tmp_path / "ae"
@@ -99,7 +195,7 @@ def test_make_figures_writes_what_suits_the_model(vae, x, tmp_path):
     ae_dir.mkdir()
     written = plots.make_figures(vae, x, labels, vae_dir, np.random.default_rng(0))
     expected = ["reconstructions.png", "samples.png", "interpolations.png", "manifold.png",
-                "latent.png"]  # fmt: skip
+                "latent.png", "kl.png"]  # fmt: skip
     assert sorted(p.name for p in written) == sorted(expected)
     assert_only_png(vae_dir, expected)
 
@@ -107,6 +203,14 @@ def test_make_figures_writes_what_suits_the_model(vae, x, tmp_path):
     written = plots.make_figures(autoencoder, x, None, ae_dir, np.random.default_rng(0))
     assert sorted(p.name for p in written) == ["latent.png", "reconstructions.png"]
     assert_only_png(ae_dir, ["latent.png", "reconstructions.png"])
+
+
+def test_make_figures_titles_every_figure_with_the_run(vae, x, drawn, tmp_path):
+    plots.make_figures(vae, x, None, tmp_path, np.random.default_rng(0), title="VAE, epoch 3")
+    assert len(drawn) == 6
+    for fig in drawn:
+        titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        assert titles and titles[0].startswith("VAE, epoch 3\n"), titles
 
 
 def test_a_failed_save_leaves_neither_file_nor_temporary(vae, tmp_path, monkeypatch):

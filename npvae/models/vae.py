@@ -66,6 +66,10 @@ class VAE(Model):
         Gaussian only: learn a per-pixel log-variance, or hold it at ``init_log_var``.
     beta : float
         Weight of the KL term (1 gives the ELBO; other values the beta-VAE).
+    recon_weight : float
+        Weight of the reconstruction term (1 gives the ELBO).  With 0 only the
+        KL is trained, which ``python -m npvae.figures compare`` uses to show
+        every code collapsing onto the prior; not a training flag.
     warmup_steps : int
         The KL weight rises linearly from 0 to ``beta`` over this many steps (0: off).
     free_bits : float
@@ -100,9 +104,10 @@ class VAE(Model):
         init: str = "glorot",
         dtype: str = "float32",
         seed: int = 0,
+        recon_weight: float = 1.0,
     ) -> None:
-        if beta < 0 or warmup_steps < 0 or free_bits < 0:
-            raise ConfigError("beta, warmup_steps and free_bits must be zero or more")
+        if beta < 0 or warmup_steps < 0 or free_bits < 0 or recon_weight < 0:
+            raise ConfigError("beta, warmup_steps, free_bits and recon_weight must be zero or more")
         if n_samples < 1:
             raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
         config = dict(locals())
@@ -211,9 +216,10 @@ class VAE(Model):
     ) -> dict:
         """The negative ELBO, averaged over the batch, and (if ``grad``) its gradients.
 
-        ``loss = mean_n [ −(1/L) Σ_l log p(x_n | z_nl) ] + beta_t · Σ_j max(λ, mean_n KL_nj)``
+        ``loss = r · mean_n [ −(1/L) Σ_l log p(x_n | z_nl) ] + beta_t · Σ_j max(λ, mean_n KL_nj)``
 
         with ``z_nl = mu_n + exp(log_var_n / 2) * eps_nl``, the KL in closed form,
+        ``r`` the reconstruction weight (``recon_weight``, 1 for the ELBO),
         ``beta_t`` the warmed-up weight and λ the free-bits floor (0: no floor).
 
         Parameters
@@ -256,8 +262,8 @@ class VAE(Model):
         kl_dim_mean = kl_dim.mean(axis=0)  # (d,)
         floor = self.config["free_bits"]
         kl_term = np.maximum(kl_dim_mean, floor).sum() if floor > 0 else kl_dim_mean.sum()
-        beta = self.beta_at(step)
-        loss = recon.mean() + beta * kl_term
+        beta, recon_weight = self.beta_at(step), self.config["recon_weight"]
+        loss = recon_weight * recon.mean() + beta * kl_term
         kl = kl_dim.sum(axis=1)
         report = {
             "loss": float(loss),
@@ -272,10 +278,11 @@ class VAE(Model):
         if not grad:
             return report
 
-        # Backward: the same path in reverse.  d loss / d log p(x|z) is −1 / (L N) for every
+        # Backward: the same path in reverse.  d loss / d log p(x|z) is −r / (L N) for every
         # row; d loss / d KL_j is beta / N for each dimension above its free-bits floor.
         self.zero_grad()
-        per_row = np.full(n_samples * n, -1.0 / (n_samples * n), dtype=self.dtype)  # (L N,)
+        n_rows = n_samples * n
+        per_row = np.full(n_rows, -recon_weight / n_rows, dtype=self.dtype)  # (L N,)
         dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
         self.likelihood.accumulate_grads(x_rows, out, per_row)  # a learned variance, if any
         dz = self.decoder.backward(dout)  # (L N, d)
