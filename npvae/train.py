@@ -22,10 +22,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,10 @@ import numpy as np
 from npvae import __version__, evaluate, plots
 from npvae._files import atomic_path, write_text
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from npvae.config import Config, from_dict, parse_args
+from npvae.config import Config, ResumeRequest, from_dict, parse_args, record, validate
 from npvae.data import Batches, binarize_static, load_dataset, split_validation
 from npvae.data.datasets import EMBEDDED_NAME
-from npvae.errors import ConfigError, DataError, NpvaeError
+from npvae.errors import CheckpointError, ConfigError, DataError, NpvaeError
 from npvae.models import (
     IWAE,
     VAE,
@@ -46,6 +47,7 @@ from npvae.models import (
     SparseAutoencoder,
 )
 from npvae.optim import clip_grad_norm, make_optimizer, make_schedule
+from npvae.resume import changes, check_flags, check_position, locate
 
 METRICS = [
     "epoch", "lr", "train_loss", "train_recon", "train_kl", "val_loss", "test_loss",
@@ -87,7 +89,7 @@ def build_model(config: Config, input_dim: int):
     common = {
         "input_dim": input_dim,
         "hidden": config.resolved_hidden(),
-        "activation": config.activation,
+        "activation": config.resolved_activation(),
         "init": config.init,
         "dtype": config.dtype,
         "seed": config.seed,
@@ -125,14 +127,17 @@ def build_model(config: Config, input_dim: int):
         )
     if config.model == "denoising-ae":
         return DenoisingAutoencoder(**ae_common, noise=config.noise, noise_level=config.noise_level)
-    return ContractiveAutoencoder(**ae_common, contraction=config.contraction)
+    # The contractive AE's one layer is its code: the activation is the code's.
+    return ContractiveAutoencoder(
+        **ae_common, code_activation=config.resolved_activation(), contraction=config.contraction
+    )
 
 
 def load_data(config: Config):
     """The dataset, with the automatic MNIST-else-digits choice and the validation split."""
     if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
         raise ConfigError(f"--data-dir {config.data_dir} is not a folder; check the path")
-    if config.dataset == "auto":
+    if config.dataset == "auto" and config.data_dir is None:
         try:
             data = load_dataset("mnist", config.data_dir)
         except DataError as err:
@@ -142,10 +147,15 @@ def load_data(config: Config):
                 reason = "no local copy, and the download failed"
             else:
                 reason = err
-            print(f"MNIST is not available ({reason}); training on the embedded digits instead")
+            print(
+                f"MNIST is not available ({reason}); training on the embedded digits instead",
+                file=sys.stderr,
+            )
             data = load_dataset("digits")
     else:
-        data = load_dataset(config.dataset, config.data_dir)
+        # With --data-dir the user said where the data is: no fallback, no download.
+        name = "mnist" if config.dataset == "auto" else config.dataset
+        data = load_dataset(name, config.data_dir)
     if config.val_size:
         data = split_validation(data, config.val_size, config.seed)
     return data
@@ -182,15 +192,8 @@ def start(config: Config) -> Run:
         if not folder.exists():
             break
         folder = Path(config.out) / f"{stamp}-{config.model}-{suffix}"
-    try:
-        (folder / "checkpoints").mkdir(parents=True)
-    except OSError as err:
-        raise ConfigError(
-            f"cannot create the run folder {folder}: {err.strerror}; choose another with --out"
-        ) from None
-    record = {
-        **asdict(config),
-        "hidden": config.resolved_hidden(),
+    details = {
+        **record(config),
         "dataset_used": data.name,
         "data_source": data.source,
         "n_train": len(data.x_train),
@@ -198,35 +201,60 @@ def start(config: Config) -> Run:
         "n_test": len(data.x_test),
         "versions": _versions(),
     }
-    write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
-    _write_metrics(folder / "metrics.csv", [])
     optimizer = make_optimizer(config.optimizer, model.params, config.lr)
-    return Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
-
-
-def resume(folder: str, given: dict) -> Run:
-    """Rebuild a run from ``folder/checkpoints/last.npz``; only ``--epochs`` may change.
-
-    It trains on the dataset the run recorded as used. ``--epochs`` may not go below
-    the epochs done; equal to them, only missing results are made (after a stop in
-    the final evaluation), else there is nothing to do.
-    """
-    folder = Path(folder)
-    path = folder / "checkpoints" / "last.npz"
-    if not (folder / "config.json").is_file() or not path.is_file():
-        raise ConfigError(f"{folder} is not a run folder with a checkpoint (no {path.name})")
-    changed = sorted(set(given) - {"epochs"})
-    if changed:
-        raise ConfigError(
-            f"--resume continues the saved config; only --epochs may be given (got {changed})"
-        )
-    saved = load_checkpoint(path)
-    config = from_dict({**saved.config, **given}, path)
+    run = Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
+    # The folder is made under a hidden name and renamed when whole (config, empty
+    # metrics, a checkpoint at step 0), so a run folder can always resume: even after a
+    # kill, or a NaN, before the first epoch ends.
+    staging = folder.with_name(f".{folder.name}.part")
+    run.folder = staging
     try:
-        record = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ConfigError(f"{folder / 'config.json'} is damaged; this run cannot resume") from None
-    partial = saved.extra.get("partial", {})
+        (staging / "checkpoints").mkdir(parents=True)
+        write_text(staging / "config.json", json.dumps(details, indent=2) + "\n")
+        _write_metrics(staging / "metrics.csv", [])
+        _save(run, "last.npz")
+        staging.rename(folder)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(
+            f"cannot create the run folder {folder}: {err.strerror}; choose another with --out"
+        ) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    run.folder = folder
+    return run
+
+
+def resume(request: ResumeRequest, given: dict) -> Run:
+    """Rebuild a run from its last checkpoint (or best, or the one named) and go on.
+
+    Only the settings of :data:`npvae.resume.RESUMABLE` may change; each change
+    is recorded in ``config.json`` with the epoch (and batch) it takes effect
+    from.  It trains on the dataset the run recorded as used.  ``--epochs`` may
+    not go below the epochs done; equal to them, only missing results are
+    made (after a stop in the final evaluation), else there is nothing to do.
+    Every field of the checkpoint is checked before anything is written.
+    """
+    place = locate(request)
+    folder, path = place.folder, place.checkpoint
+    check_flags(given)
+    try:
+        details = json.loads(place.config_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        details = None
+    if not isinstance(details, dict):
+        raise ConfigError(f"{place.config_json} is damaged; this run cannot resume")
+    try:
+        saved = load_checkpoint(path)
+    except CheckpointError as err:
+        best = path.parent / "best.npz"
+        if path.name == "last.npz" and best.is_file():
+            raise CheckpointError(f"{err}; to go on from best.npz, add --from best") from None
+        raise
+    before = from_dict(saved.config, path)
+    config = validate(replace(before, **given), given.labels if hasattr(given, "labels") else {})
+    partial = saved.extra.get("partial") or {}
     if config.epochs < saved.epoch or (config.epochs == saved.epoch and partial):
         raise ConfigError(
             f"{folder} already has {saved.epoch} epochs; "
@@ -239,20 +267,31 @@ def resume(folder: str, given: dict) -> Run:
             0,
         )
     rows = _completed_metrics(folder / "metrics.csv", saved.epoch)
-    data = _recorded_data(config, record)
+    data = _recorded_data(config, details)
+    best, partial = check_position(saved, len(data.x_train), config.batch_size, path)
+    expected = build_model(replace(config, hidden=before.hidden), data.x_train.shape[1])
+    if (saved.model.kind, saved.model.config) != (expected.kind, expected.config):
+        raise CheckpointError(
+            f"{path}: its model is not the one its run settings describe; the checkpoint is "
+            "damaged (try --from best)"
+        )
     optimizer = make_optimizer(config.optimizer, saved.model.params, config.lr)
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
-    run.epoch, run.step = saved.epoch, saved.step
-    run.best = saved.extra.get("best", math.inf)
-    run.partial = partial
-    if run.partial:
-        run.partial["order"] = saved.run_arrays["order"]
-    _write_metrics(folder / "metrics.csv", rows)
-    record["epochs"] = config.epochs
-    write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
+    run.epoch, run.step, run.best, run.partial = saved.epoch, saved.step, best, partial
+    changed = changes(before, config)
+    if path.name != "last.npz":
+        changed["from"] = [path.name]
+    details.update({name: getattr(config, name) for name in changed if name != "from"})
+    if changed:
+        entry = {"epoch": saved.epoch + 1, **({"batch": partial["batch"]} if partial else {})}
+        details.setdefault("changes", []).append({**entry, **changed})
     for stale in (folder / "checkpoints").glob(".*.npz.*"):
         stale.unlink(missing_ok=True)  # a temporary file a kill -9 left mid-write
+    _write_metrics(folder / "metrics.csv", rows)
+    write_text(place.config_json, json.dumps(details, indent=2) + "\n")
+    if changed:
+        _save(run, "last.npz", partial=partial or None)  # the new settings, from here on
     return run
 
 
@@ -364,14 +403,12 @@ def _check_finite(run: Run, loss: float, epoch: int, index: int) -> None:
     if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads):
         return
     what = "loss" if not math.isfinite(loss) else "gradient"
-    if (run.folder / "checkpoints" / "last.npz").is_file():
-        where = f"the last good checkpoint is in {run.folder / 'checkpoints'}"
-    else:
-        where = "no checkpoint was written, as the run diverged in its first epoch"
+    # start() wrote a checkpoint at step 0, so there is always one to go on from.
     raise TrainingStopped(
-        f"the {what} became NaN or infinite at epoch {epoch}, batch {index + 1}; "
-        f"lower the learning rate (it was {run.optimizer.lr:g} at this step) or clip gradients "
-        f"(--clip 1); {where}",
+        f"the {what} became NaN or infinite at epoch {epoch}, batch {index + 1} "
+        f"(learning rate {run.optimizer.lr:g}); go on from the last good checkpoint at a lower "
+        f"rate: python -m npvae.train --resume {run.folder} --lr {run.config.lr / 10:g}, "
+        "or clip gradients (--clip 1) in a new run",
         EXIT_NAN,
     )
 
@@ -389,7 +426,7 @@ def _save(run: Run, name: str, partial: dict | None = None) -> None:
         run.rng,
         epoch=run.epoch,
         step=run.step,
-        config=asdict(run.config),
+        config=record(run.config),
         extra=extra,
         run_arrays=arrays,
     )
@@ -554,8 +591,8 @@ def _completed_metrics(path: Path, epochs: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
     try:
-        config, given, resume_dir = parse_args(argv)
-        run = resume(resume_dir, given) if resume_dir else start(config)
+        config, given, resume_request = parse_args(argv)
+        run = resume(resume_request, given) if resume_request else start(config)
         print(f"run folder: {run.folder}", flush=True)
         print(f"data: {run.data.summary()}", flush=True)
         print(f"model: {run.model!r}", flush=True)

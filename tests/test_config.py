@@ -38,14 +38,16 @@ def test_defaults_are_the_classic_mnist_vae():
 
 def test_flags_set_values_of_the_right_type():
     config, given, _ = parse_args(
-        ["--latent", "3", "--lr", "0.01", "--hidden", "500,300", "--no-figures", "--learn-var"]
-    )
+        ["--latent", "3", "--lr", "0.01", "--hidden", "500,300", "--no-figures", "--learn-var",
+         "--likelihood", "gaussian"]
+    )  # fmt: skip
     assert config.latent == 3 and isinstance(config.latent, int)
     assert config.lr == 0.01 and isinstance(config.lr, float)
     assert config.hidden == [500, 300]
     assert config.figures is False and config.learn_var is True
     assert given == {"latent": 3, "lr": 0.01, "hidden": [500, 300], "figures": False,
-                     "learn_var": True}  # fmt: skip
+                     "learn_var": True, "likelihood": "gaussian"}  # fmt: skip
+    assert given.labels["figures"] == "--no-figures" and given.labels["lr"] == "--lr"
 
 
 def test_toml_values_are_used_and_flags_override_them(tmp_path):
@@ -134,8 +136,11 @@ def test_from_dict_round_trips_and_refuses_unknown_keys():
     assert from_dict(dataclasses.asdict(with_folder), "config.json") == with_folder
     with pytest.raises(ConfigError, match=r"config.json: unknown settings \['latnet'\]"):
         from_dict({**dataclasses.asdict(config), "latnet": 3}, "config.json")
-    with pytest.raises(ConfigError, match="--latent"):
+    with pytest.raises(ConfigError, match="^config.json: latent must be at least 1, got 0$"):
         from_dict({"latent": 0}, "config.json")
+    with pytest.raises(ConfigError, match=r"config.json: settings \['beta', 'free_bits'"):
+        from_dict({name: value for name, value in dataclasses.asdict(config).items()
+                   if name not in ("beta", "free_bits")}, "config.json")  # fmt: skip
 
 
 def test_validate_checks_every_bound_and_choice():
@@ -174,7 +179,8 @@ def test_abbreviated_flags_are_refused():
 
 def test_every_number_has_a_range():
     numbers = {n for n, f in FIELDS.items() if type(f.default) in (int, float)}
-    assert numbers == set(BOUNDS)
+    assert numbers == set(BOUNDS) & set(FIELDS)
+    assert set(BOUNDS) - set(FIELDS) == {"input_dim", "init_log_var"}  # a saved model's own
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from train_support import (
     SMALL,
+    SMALL_AE,
     assert_same_run,
     isolate,
     one_line,
@@ -33,9 +34,9 @@ from npvae.data import datasets, sources
 from npvae.models import VAE, DenoisingAutoencoder
 
 SETTINGS = {
-    "vae": (VAE, ["--model", "vae", "--val-size", "32"]),
+    "vae": (VAE, [*SMALL, "--model", "vae", "--val-size", "32"]),
     "denoising-ae-dynamic": (
-        DenoisingAutoencoder, ["--model", "denoising-ae", "--binarize", "dynamic"]
+        DenoisingAutoencoder, [*SMALL_AE, "--model", "denoising-ae", "--binarize", "dynamic"]
     ),
 }  # fmt: skip
 
@@ -49,7 +50,7 @@ def tiny(tmp_path, monkeypatch):
 
 
 def start_args(tiny, out, setting, epochs):
-    return ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *SMALL,
+    return ["--dataset", "mnist", "--data-dir", tiny, "--out", out,
             *SETTINGS[setting][1], "--epochs", epochs]  # fmt: skip
 
 
@@ -256,7 +257,7 @@ def test_a_run_on_the_fallback_digits_resumes_on_them_when_mnist_appears(
     out = tmp_path / "runs"
     status, stdout, stderr = run_main(["--out", out, *SMALL, "--epochs", 1], capsys)
     assert status == 0, stderr
-    assert "training on the embedded digits" in stdout
+    assert "training on the embedded digits" in stderr
     run = only_run(out)
     mnist = tmp_path / "mnist"
     monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(write_tiny_mnist(mnist)))
