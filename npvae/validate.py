@@ -173,6 +173,10 @@ def check_model_config(config, source) -> dict:
             checked[key] = value
             continue
         checked[key] = check_value(key, value, f"{source}: model setting {key}")
-    if checked.get("noise", "gaussian") != "gaussian" and checked.get("noise_level", 0) > 1:
-        raise ConfigError(f"{source}: model setting noise_level must be in [0, 1] for mask noise")
+    noise = checked.get("noise", "gaussian")
+    if noise != "gaussian" and checked.get("noise_level", 0) > 1:
+        raise ConfigError(
+            f"{source}: model setting noise_level must be in [0, 1] for {noise} noise, "
+            f"got {checked['noise_level']}"
+        )
     return checked
