@@ -17,6 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from damage import (
+    duplicate_first_member,
+    edit_array,
+    edit_header,
+    members,
+    npy_header_claiming,
+    replace_member,
+    rezip,
+)
 
 import npvae.models
 import npvae.serialize
@@ -542,47 +551,6 @@ def test_parameter_count_from_the_config_matches_the_built_model(variant):
     assert type(model).parameter_count(model.config) == sum(p.size for p in model.params.values())
 
 
-def _npy_header_claiming(shape, dtype="<f4") -> bytes:
-    """An npy 1.0 header declaring ``shape`` (its data is not there)."""
-    text = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {tuple(shape)}, }}"
-    text += " " * (-(len(text) + 11) % 64) + "\n"
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
-
-
-def _rezip(path, members: list[tuple[str, bytes]], compression=zipfile.ZIP_STORED):
-    with zipfile.ZipFile(path, "w", compression) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-
-
-def _members(path) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(path) as archive:
-        return [(info.filename, archive.read(info)) for info in archive.infolist()]
-
-
-def _replace_member(path, name, data):
-    _rezip(path, [(n, data if n == name else d) for n, d in _members(path)])
-
-
-def _edit_header(path, edit):
-    members = dict(_members(path))
-    raw = members[f"{HEADER_KEY}.npy"]
-    header = json.loads(np.load(io.BytesIO(raw)).tobytes().decode())
-    edit(header)
-    buffer = io.BytesIO()
-    np.save(buffer, np.frombuffer(json.dumps(header).encode(), np.uint8))
-    _replace_member(path, f"{HEADER_KEY}.npy", buffer.getvalue())
-
-
-def _edit_array(path, name, edit):
-    members = dict(_members(path))
-    array = np.load(io.BytesIO(members[f"{name}.npy"])).copy()
-    edit(array)
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    _replace_member(path, f"{name}.npy", buffer.getvalue())
-
-
 def _set(key, value):
     def edit(header):
         header["config"][key] = value
@@ -594,51 +562,51 @@ def _set(key, value):
 INSIDE = {
     "text-not-zip": (lambda p: p.write_text("a text file\n" * 40), "not an npvae file"),
     "npy-declares-16GiB": (
-        lambda p: _replace_member(p, "decoder.0.W.npy", _npy_header_claiming((2**17, 2**15))),
+        lambda p: replace_member(p, "decoder.0.W.npy", npy_header_claiming((2**17, 2**15))),
         "declares shape",
     ),
     "npy-declares-8TiB": (
-        lambda p: _replace_member(p, "decoder.0.W.npy", _npy_header_claiming((2**21, 2**20))),
+        lambda p: replace_member(p, "decoder.0.W.npy", npy_header_claiming((2**21, 2**20))),
         "declares shape",
     ),
     "zip-bomb": (
-        lambda p: _rezip(
+        lambda p: rezip(
             p,
-            [*_members(p), ("bomb.npy", _npy_header_claiming((2**24,)) + bytes(2**26))],
+            [*members(p), ("bomb.npy", npy_header_claiming((2**24,)) + bytes(2**26))],
             zipfile.ZIP_DEFLATED,
         ),
         "compressed",
     ),
     "member-without-npy-magic": (
-        lambda p: _replace_member(p, "decoder.0.W.npy", b"no magic here" * 10),
+        lambda p: replace_member(p, "decoder.0.W.npy", b"no magic here" * 10),
         "not a readable array",
     ),
     "duplicate-member": (
-        lambda p: _rezip(p, [*_members(p), _members(p)[0]]),
+        duplicate_first_member,
         "twice",
     ),
-    "kind-a-list": (lambda p: _edit_header(p, lambda h: h.update(kind=["vae"])), "kind"),
-    "config-a-string": (lambda p: _edit_header(p, lambda h: h.update(config="vae")), "config"),
-    "input-dim-a-string": (lambda p: _edit_header(p, _set("input_dim", "10")), "input_dim"),
-    "beta-nan": (lambda p: _edit_header(p, _set("beta", float("nan"))), "beta"),
-    "free-bits-inf": (lambda p: _edit_header(p, _set("free_bits", float("inf"))), "free_bits"),
-    "n-samples-1.5": (lambda p: _edit_header(p, _set("n_samples", 1.5)), "n_samples"),
-    "learned-var-yes": (lambda p: _edit_header(p, _set("learned_var", "yes")), "learned_var"),
-    "absurd-sizes": (lambda p: _edit_header(p, _set("hidden", [10**12])), "parameters"),
+    "kind-a-list": (lambda p: edit_header(p, lambda h: h.update(kind=["vae"])), "kind"),
+    "config-a-string": (lambda p: edit_header(p, lambda h: h.update(config="vae")), "config"),
+    "input-dim-a-string": (lambda p: edit_header(p, _set("input_dim", "10")), "input_dim"),
+    "beta-nan": (lambda p: edit_header(p, _set("beta", float("nan"))), "beta"),
+    "free-bits-inf": (lambda p: edit_header(p, _set("free_bits", float("inf"))), "free_bits"),
+    "n-samples-1.5": (lambda p: edit_header(p, _set("n_samples", 1.5)), "n_samples"),
+    "learned-var-yes": (lambda p: edit_header(p, _set("learned_var", "yes")), "learned_var"),
+    "absurd-sizes": (lambda p: edit_header(p, _set("hidden", [10**12])), "parameters"),
     "missing-setting": (
-        lambda p: _edit_header(p, lambda h: h["config"].pop("free_bits")),
+        lambda p: edit_header(p, lambda h: h["config"].pop("free_bits")),
         "lacks ['free_bits']",
     ),
     "nan-weight": (
-        lambda p: _edit_array(p, "decoder.0.W", lambda a: a.__setitem__((0, 0), np.nan)),
+        lambda p: edit_array(p, "decoder.0.W", lambda a: a.__setitem__((0, 0), np.nan)),
         "decoder.0.W holds nan",
     ),
     "inf-weight": (
-        lambda p: _edit_array(p, "encoder.0.b", lambda a: a.__setitem__(0, np.inf)),
+        lambda p: edit_array(p, "encoder.0.b", lambda a: a.__setitem__(0, np.inf)),
         "encoder.0.b holds inf",
     ),
     "huge-weight": (
-        lambda p: _edit_array(p, "mu_head.W", lambda a: a.__setitem__((0, 0), 3e38)),
+        lambda p: edit_array(p, "mu_head.W", lambda a: a.__setitem__((0, 0), 3e38)),
         "mu_head.W holds 3",
     ),
 }

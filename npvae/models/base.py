@@ -200,7 +200,7 @@ class Model:
             if value.size and not np.all(np.abs(value) <= MAX_ABS_PARAM):  # NaN fails too
                 bad = value[~(np.abs(value) <= MAX_ABS_PARAM)].flat[0]
                 raise CheckpointError(
-                    f"{source}: parameter {name} holds {bad} (NaN, infinite, or above "
+                    f"{source}: parameter {name} holds {float(bad):g} (NaN, infinite, or above "
                     f"{MAX_ABS_PARAM:g} in size); it is damaged, use another file"
                 )
         for name, value in arrays.items():
