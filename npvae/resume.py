@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.config import Config, ResumeRequest
+from npvae.config import Config, ResumeRequest, record
 from npvae.errors import CheckpointError, ConfigError
 
 #: The settings a resumed run may change: none of them changes the model or its data.
@@ -157,9 +157,10 @@ def check_position(saved, n_train: int, batch_size: int, path: Path) -> tuple[fl
 
 
 def changes(saved: Config, new: Config) -> dict:
-    """The resumable settings ``new`` changes: name -> [old, new]."""
-    return {
-        name: [getattr(saved, name), getattr(new, name)]
-        for name in RESUMABLE
-        if getattr(saved, name) != getattr(new, name)
-    }
+    """The resumable settings ``new`` changes, as recorded: name -> [old, new].
+
+    A setting with no effect is recorded as null, so a schedule switched on
+    shows its step and factor appearing (``[None, 2]``), not staying the same.
+    """
+    before, after = record(saved), record(new)
+    return {name: [before[name], after[name]] for name in RESUMABLE if before[name] != after[name]}

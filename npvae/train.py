@@ -282,7 +282,7 @@ def resume(request: ResumeRequest, given: dict) -> Run:
     changed = changes(before, config)
     if path.name != "last.npz":
         changed["from"] = [path.name]
-    details.update({name: getattr(config, name) for name in changed if name != "from"})
+    details.update(record(config))
     if changed:
         entry = {"epoch": saved.epoch + 1, **({"batch": partial["batch"]} if partial else {})}
         details.setdefault("changes", []).append({**entry, **changed})
