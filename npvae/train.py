@@ -1,9 +1,10 @@
 """``python -m npvae.train``: train a model, and leave a run folder that tells the whole story.
 
 Reading order, top to bottom: :func:`main` turns user mistakes into one line
-on stderr; :func:`start` makes a new run (config, data, model, optimizer) or
-:func:`resume` rebuilds one from its last checkpoint; :func:`train` is the
-loop; :func:`finish` evaluates and draws.
+on stderr; :func:`start` makes a new run (config, data, model, optimizer, and
+a checkpoint at step 0, so every run folder can resume) or :func:`resume`
+rebuilds one from a checkpoint (the checks it makes are in :mod:`npvae.resume`);
+:func:`train` is the loop; :func:`finish` evaluates and draws.
 
 A run folder ``runs/<time>-<model>/`` holds ``config.json`` (the resolved
 config, the data actually used, the versions), ``metrics.csv`` (one row per
