@@ -107,6 +107,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 def restore_rng(state: dict, source) -> np.random.Generator:
     """A ``numpy.random.Generator`` continuing from a saved ``bit_generator.state``."""
     try:
+        # Only numpy's bit generators: the name comes from a file, so it must not pick
+        # any other attribute of numpy.random.
+        if state["bit_generator"] not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
+            raise ValueError(state["bit_generator"])
         bit_generator = getattr(np.random, state["bit_generator"])()
         bit_generator.state = state
     except (KeyError, TypeError, ValueError, AttributeError):

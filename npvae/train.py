@@ -87,6 +87,12 @@ class Run:
 
 def build_model(config: Config, input_dim: int):
     """The model ``config`` asks for, for ``input_dim`` pixels."""
+    cls, settings = model_recipe(config, input_dim)
+    return cls(**settings)
+
+
+def model_recipe(config: Config, input_dim: int) -> tuple[type, dict]:
+    """``(model class, keyword arguments)`` of the model ``config`` asks for; nothing allocated."""
     common = {
         "input_dim": input_dim,
         "hidden": config.resolved_hidden(),
@@ -107,31 +113,37 @@ def build_model(config: Config, input_dim: int):
         "reconstruction": "bernoulli" if config.likelihood == "bernoulli" else "squared",
     }
     if config.model == "vae":
-        return VAE(
-            **vae_common,
-            beta=config.beta,
-            warmup_steps=config.warmup,
-            free_bits=config.free_bits,
-            n_samples=config.samples,
-        )
+        objective = {
+            "beta": config.beta,
+            "warmup_steps": config.warmup,
+            "free_bits": config.free_bits,
+            "n_samples": config.samples,
+        }
+        return VAE, {**vae_common, **objective}
     if config.model == "iwae":
-        return IWAE(**vae_common, k=config.k)
+        return IWAE, {**vae_common, "k": config.k}
     if config.model == "ae":
-        return Autoencoder(**ae_common)
+        return Autoencoder, ae_common
     if config.model == "sparse-ae":
-        return SparseAutoencoder(
+        return SparseAutoencoder, {
             **ae_common,
-            sparsity=config.sparsity,
-            sparsity_weight=config.sparsity_weight,
-            target=config.sparsity_target,
-            code_activation="sigmoid" if config.sparsity == "kl" else "relu",
-        )
+            "sparsity": config.sparsity,
+            "sparsity_weight": config.sparsity_weight,
+            "target": config.sparsity_target,
+            "code_activation": "sigmoid" if config.sparsity == "kl" else "relu",
+        }
     if config.model == "denoising-ae":
-        return DenoisingAutoencoder(**ae_common, noise=config.noise, noise_level=config.noise_level)
+        return DenoisingAutoencoder, {
+            **ae_common,
+            "noise": config.noise,
+            "noise_level": config.noise_level,
+        }
     # The contractive AE's one layer is its code: the activation is the code's.
-    return ContractiveAutoencoder(
-        **ae_common, code_activation=config.resolved_activation(), contraction=config.contraction
-    )
+    return ContractiveAutoencoder, {
+        **ae_common,
+        "code_activation": config.resolved_activation(),
+        "contraction": config.contraction,
+    }
 
 
 def load_data(config: Config):
@@ -162,17 +174,17 @@ def load_data(config: Config):
     return data
 
 
-def _recorded_data(config: Config, record: dict):
+def _recorded_data(config: Config, details: dict):
     """The dataset a resumed run trained on, exactly: no automatic choice, no fallback."""
-    used = record.get("dataset_used", config.dataset)
+    used = details.get("dataset_used", config.dataset)
     try:
         data = load_data(replace(config, dataset=used))
     except DataError as err:
         raise DataError(f"this run trained on {used}, which cannot be loaded now: {err}") from None
     # Files are checked against their checksums; the embedded set is defined by its source.
-    if used == EMBEDDED_NAME and data.source != record.get("data_source", data.source):
+    if used == EMBEDDED_NAME and data.source != details.get("data_source", data.source):
         raise DataError(
-            f"this run trained on {record['data_source']}, but this npvae makes {data.source}"
+            f"this run trained on {details['data_source']}, but this npvae makes {data.source}"
         )
     return data
 
@@ -244,7 +256,11 @@ def resume(request: ResumeRequest, given: dict) -> Run:
         details = json.loads(place.config_json.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         details = None
-    if not isinstance(details, dict):
+    if (
+        not isinstance(details, dict)
+        or not isinstance(details.get("dataset_used", ""), str)
+        or not isinstance(details.get("changes", []), list)
+    ):
         raise ConfigError(f"{place.config_json} is damaged; this run cannot resume")
     try:
         saved = load_checkpoint(path)
@@ -270,8 +286,9 @@ def resume(request: ResumeRequest, given: dict) -> Run:
     rows = _completed_metrics(folder / "metrics.csv", saved.epoch)
     data = _recorded_data(config, details)
     best, partial = check_position(saved, len(data.x_train), config.batch_size, path)
-    expected = build_model(replace(config, hidden=before.hidden), data.x_train.shape[1])
-    if (saved.model.kind, saved.model.config) != (expected.kind, expected.config):
+    cls, settings = model_recipe(config, data.x_train.shape[1])
+    saved_settings = {name: saved.model.config.get(name) for name in settings}
+    if saved.model.kind != cls.kind or saved_settings != settings:
         raise CheckpointError(
             f"{path}: its model is not the one its run settings describe; the checkpoint is "
             "damaged (try --from best)"

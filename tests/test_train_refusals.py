@@ -236,6 +236,13 @@ CASES = [
      ["settings ['lr'] are missing"]),
     ("config-beta-nan", setting("beta", float("nan")), resume(), 2, ["beta must be a finite"]),
     ("config-claims-k", setting("k", 7), resume(), 2, ["k is 7, but it has no effect"]),
+    ("config-latent-not-the-models", setting("latent", 10**30), resume(), 2,
+     ["its model is not the one its run settings describe"]),
+    ("config-json-dataset-a-number", lambda p: (p.done / "config.json").write_text(
+     json.dumps({**json.loads((p.done / "config.json").read_text()), "dataset_used": 5})),
+     resume(), 2, ["config.json is damaged"]),
+    ("rng-not-a-bit-generator", header("done", lambda h: h["rng"].update(bit_generator="seed")),
+     resume(), 2, ["damaged random-generator state"]),
     ("config-epochs-text", setting("epochs", "3"), resume(), 2,
      ["epochs must be a whole number"]),
     ("model-n-samples-1.5", model_setting("n_samples", 1.5), resume(), 2,
