@@ -277,7 +277,23 @@ def resume(request: ResumeRequest, given: dict) -> Run:
             f"{folder} already has {saved.epoch} epochs; "
             f"to train on, give --epochs more than {saved.epoch}"
         )
-    if config.epochs == saved.epoch and (folder / "results.json").is_file():
+    finished = (folder / "results.json").is_file()
+    if config.epochs == saved.epoch:
+        # No epoch left to train: a new rate would act on nothing (nor, with the results
+        # made, would new evaluation settings), so saying it is a mistake.
+        labels = getattr(given, "labels", {})
+        idle = [
+            labels.get(name, name)
+            for name in given
+            if name != "epochs" and (finished or name in ("lr", "schedule", "lr_step", "lr_gamma"))
+        ]
+        if idle:
+            raise ConfigError(
+                f"{folder} has no epochs left to train{' and has its results' if finished else ''}"
+                f", so {', '.join(idle)} would change nothing; "
+                f"to train on, give --epochs more than {saved.epoch}"
+            )
+    if config.epochs == saved.epoch and finished:
         raise TrainingStopped(
             f"nothing to do: {folder} already has its {saved.epoch} epochs and results; "
             f"to train on, give --epochs more than {saved.epoch}",

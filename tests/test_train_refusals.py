@@ -199,6 +199,8 @@ CASES = [
      2, ["config.json is damaged"]),
     ("resume-flag-as-typed", None, resume("done", "--no-learn-var", "--batch-size", "8"), 2,
      ["--no-learn-var, --batch-size cannot be given", "--figures/--no-figures"]),
+    ("resume-lr-with-nothing-to-train", None, resume("done", "--epochs", "1", "--lr", "0.1"),
+     2, ["has no epochs left to train and has its results", "--lr would change nothing"]),
     ("resume-from-nonsense", None, resume("done", "--from", "worst"), 2,
      ["--from 'worst' is not one of: last, best"]),
     ("from-without-resume", None, lambda p: p.new("--from", "best"), 2, ["give --resume too"]),
