@@ -113,6 +113,6 @@ def restore_rng(state: dict, source) -> np.random.Generator:
             raise ValueError(state["bit_generator"])
         bit_generator = getattr(np.random, state["bit_generator"])()
         bit_generator.state = state
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         raise CheckpointError(f"{source}: damaged random-generator state") from None
     return np.random.Generator(bit_generator)

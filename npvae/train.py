@@ -106,6 +106,7 @@ def model_recipe(config: Config, input_dim: int) -> tuple[type, dict]:
         "latent_dim": config.latent,
         "likelihood": config.likelihood,
         "learned_var": config.learn_var,
+        "init_log_var": 0.0,  # the library's default; no flag sets it
     }
     ae_common = {
         **common,
