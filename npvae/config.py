@@ -89,6 +89,13 @@ class Config:
     init: str = field(
         default="glorot", metadata=_help("initial weights: glorot (uniform) or he (normal)")
     )
+    output_bias: str = field(
+        default="zero",
+        metadata=_help(
+            "the decoder's initial output bias: zero, or data-mean (the mean training "
+            "image: its logit for a Bernoulli decoder, as in the IWAE paper)"
+        ),
+    )
     learn_var: bool = field(
         default=False, metadata=_help("gaussian decoder: learn a per-pixel variance")
     )
@@ -97,6 +104,9 @@ class Config:
     batch_size: int = field(default=128, metadata=_help("examples per batch"))
     optimizer: str = field(default="adam", metadata=_help("adam, sgd, momentum or nesterov"))
     lr: float = field(default=1e-3, metadata=_help("learning rate"))
+    adam_eps: float = field(
+        default=1e-8, metadata=_help("adam: epsilon of the denominator (the IWAE paper: 1e-4)")
+    )
     schedule: str = field(
         default="constant",
         metadata=_help("learning-rate schedule: constant, step, exponential or iwae"),
@@ -181,6 +191,7 @@ APPLIES = {
         for name in ("noise", "noise_level")
     },
     "contraction": ("--model contractive-ae", lambda c: c.model == "contractive-ae"),
+    "adam_eps": ("--optimizer adam", lambda c: c.optimizer == "adam"),
     "ll_samples": ("--model vae or iwae", lambda c: c.model in _GENERATIVE),
     "ll_examples": (
         "--model vae or iwae with --ll-samples above 0",

@@ -94,7 +94,11 @@ class Bernoulli:
         self.grads: dict[str, np.ndarray] = {}
 
     def log_prob(self, x: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """``log p(x|z)`` per example, ``(N, D) -> (N,)``."""
+        """``log p(x|z)`` per row of ``logits (N, D)``: ``(N,)``.
+
+        ``x`` is ``(N, D)``, or ``(n, D)`` for ``N = S n`` sample-major rows (row
+        ``i`` is a draw for example ``i mod n``), read in place, not tiled.
+        """
         return kernels.bernoulli_log_prob(x, logits)
 
     def log_prob_and_grad(self, x: np.ndarray, logits: np.ndarray):
@@ -146,10 +150,11 @@ class Gaussian:
         return self.params["log_var"] if self.learned else self._fixed_log_var
 
     def log_prob(self, x: np.ndarray, mean: np.ndarray) -> np.ndarray:
-        """``log p(x|z)`` per example, ``(N, D) -> (N,)``."""
+        """``log p(x|z)`` per row of ``mean (N, D)``: ``(N,)``; ``x`` as for :class:`Bernoulli`."""
         precision = np.exp(-self.log_var)
-        sq = (x - mean) ** 2
-        return -0.5 * (sq @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
+        sq = (mean.reshape(-1, *x.shape) - x) ** 2  # (S, n, D): each draw against its example
+        log_p = -0.5 * (sq @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
+        return log_p.reshape(len(mean))
 
     def log_prob_and_grad(self, x: np.ndarray, mean: np.ndarray):
         """``(log p (N,), d log p / d mean (N, D))``.

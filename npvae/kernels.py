@@ -292,14 +292,17 @@ def bernoulli_log_prob_ref(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    x : ndarray, shape (N, D)
-        Targets in [0, 1] (binary or continuous pixels).
+    x : ndarray, shape (N, D), or (n, D) with N a multiple of n
+        Targets in [0, 1] (binary or continuous pixels).  With ``n`` rows,
+        logit row ``i`` is paired with ``x`` row ``i mod n``: the sample-major
+        rows of ``N / n`` draws per example, without copying ``x`` that often.
     logits : ndarray, shape (N, D)
 
     Returns
     -------
     ndarray, shape (N,)
     """
+    x = _tile_rows(x, len(logits))
     # Subtract max(l, 0) before log1p(exp(-|l|)): for a confident, correct
     # prediction x l - max(l, 0) is exactly 0, and the tiny log1p term survives
     # instead of vanishing into the rounding of a large softplus.
@@ -313,7 +316,8 @@ def bernoulli_log_prob_and_grad_ref(x: np.ndarray, logits: np.ndarray):
 
     Parameters
     ----------
-    x, logits : ndarray, shape (N, D)
+    x : ndarray, shape (N, D), or (n, D) paired as in :func:`bernoulli_log_prob_ref`
+    logits : ndarray, shape (N, D)
 
     Returns
     -------
@@ -321,7 +325,23 @@ def bernoulli_log_prob_and_grad_ref(x: np.ndarray, logits: np.ndarray):
     dlogits : ndarray, shape (N, D)
         ``d log_prob[i] / d logits[i, j]``.
     """
-    return bernoulli_log_prob_ref(x, logits), x - sigmoid_ref(logits)
+    return bernoulli_log_prob_ref(x, logits), _tile_rows(x, len(logits)) - sigmoid_ref(logits)
+
+
+def _tile_rows(x: np.ndarray, n_rows: int) -> np.ndarray:
+    """``x (n, D)`` repeated to ``(n_rows, D)``, row ``i`` being ``x[i mod n]``."""
+    return x if len(x) == n_rows else np.tile(x, (n_rows // len(x), 1))
+
+
+def _paired_arrays(x: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x (n, D)`` and ``logits (N, D)`` checked for the row pairing: N a multiple of n."""
+    logits = _float_arrays(2, logits=logits)[0]
+    x = np.ascontiguousarray(x)
+    divides = len(x) == len(logits) or (len(x) > 0 and len(logits) % len(x) == 0)
+    if x.ndim == 2 and x.shape[1] == logits.shape[1] and divides:
+        return _float_arrays(2, x=x, logits=logits[: len(x)])[0], logits
+    _float_arrays(2, x=x, logits=logits)  # raises, naming the mismatch
+    raise ValueError(f"x has {len(x)} rows, which do not divide the {len(logits)} rows of logits")
 
 
 @jit(fastmath=_ORDERED)
@@ -341,11 +361,12 @@ def _bernoulli_term(x, logit, exp_neg_abs):
 def _bernoulli_log_prob_kernel(x, logits, log_prob):
     n_rows, n_cols = logits.shape
     for i in prange(n_rows):
+        row = i % x.shape[0]  # the example this row of logits draws for
         terms = np.empty(n_cols, dtype=logits.dtype)  # this row's, summed in float64
         for j in range(n_cols):
             logit = logits[i, j]
             # exp(-|l|) lies in (0, 1]: it cannot overflow for any logit.
-            terms[j] = _bernoulli_term(x[i, j], logit, _exp_nonpositive(-abs(logit)))
+            terms[j] = _bernoulli_term(x[row, j], logit, _exp_nonpositive(-abs(logit)))
         log_prob[i] = _sum64(terms)
 
 
@@ -355,23 +376,25 @@ def _bernoulli_log_prob_and_grad_kernel(x, logits, log_prob, dlogits):
     zero = logits.dtype.type(0)
     one = logits.dtype.type(1)
     for i in prange(n_rows):
+        row = i % x.shape[0]  # the example this row of logits draws for
         terms = np.empty(n_cols, dtype=logits.dtype)  # this row's, summed in float64
         for j in range(n_cols):
             logit = logits[i, j]
             exp_neg_abs = _exp_nonpositive(-abs(logit))
             sigmoid_abs = one / (one + exp_neg_abs)
             sigmoid = sigmoid_abs if logit > zero else exp_neg_abs * sigmoid_abs
-            terms[j] = _bernoulli_term(x[i, j], logit, exp_neg_abs)
-            dlogits[i, j] = x[i, j] - sigmoid
+            terms[j] = _bernoulli_term(x[row, j], logit, exp_neg_abs)
+            dlogits[i, j] = x[row, j] - sigmoid
         log_prob[i] = _sum64(terms)
 
 
 def bernoulli_log_prob(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """Compiled :func:`bernoulli_log_prob_ref`: ``(N, D), (N, D) -> (N,)``.
+    """Compiled :func:`bernoulli_log_prob_ref`: ``(N or n, D), (N, D) -> (N,)``.
 
+    ``x`` may hold ``n`` rows for ``N`` rows of logits, paired as the reference says.
     See ``docs/backprop.md#bernoulli-log-likelihood``.
     """
-    x, logits = _float_arrays(2, x=x, logits=logits)
+    x, logits = _paired_arrays(x, logits)
     log_prob = np.empty(logits.shape[0], dtype=logits.dtype)
     _bernoulli_log_prob_kernel(x, logits, log_prob)
     return log_prob
@@ -384,14 +407,15 @@ def bernoulli_log_prob_and_grad(x: np.ndarray, logits: np.ndarray):
 
     Parameters
     ----------
-    x, logits : ndarray, shape (N, D)
+    x : ndarray, shape (N, D), or (n, D) paired as in :func:`bernoulli_log_prob_ref`
+    logits : ndarray, shape (N, D)
 
     Returns
     -------
     log_prob : ndarray, shape (N,)
     dlogits : ndarray, shape (N, D)
     """
-    x, logits = _float_arrays(2, x=x, logits=logits)
+    x, logits = _paired_arrays(x, logits)
     log_prob = np.empty(logits.shape[0], dtype=logits.dtype)
     dlogits = np.empty_like(logits)
     _bernoulli_log_prob_and_grad_kernel(x, logits, log_prob, dlogits)

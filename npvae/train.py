@@ -32,13 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import __version__, evaluate, plots
+from npvae import __version__, evaluate, plots, runs
 from npvae._files import atomic_path, write_text
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, ResumeRequest, from_dict, parse_args, record, validate
-from npvae.data import Batches, binarize_static, load_dataset, split_validation
-from npvae.data.datasets import EMBEDDED_NAME
-from npvae.errors import CheckpointError, ConfigError, DataError, NpvaeError
+from npvae.data import Batches
+from npvae.errors import CheckpointError, ConfigError, NpvaeError
 from npvae.models import (
     IWAE,
     VAE,
@@ -147,52 +146,9 @@ def model_recipe(config: Config, input_dim: int) -> tuple[type, dict]:
     }
 
 
-def load_data(config: Config):
-    """The dataset, with the automatic MNIST-else-digits choice and the validation split."""
-    if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
-        raise ConfigError(f"--data-dir {config.data_dir} is not a folder; check the path")
-    if config.dataset == "auto" and config.data_dir is None:
-        try:
-            data = load_dataset("mnist", config.data_dir)
-        except DataError as err:
-            if "checksum mismatch" in str(err):
-                reason = "no local copy, and the downloaded files failed their checksums"
-            elif "download" in str(err):
-                reason = "no local copy, and the download failed"
-            else:
-                reason = err
-            print(
-                f"MNIST is not available ({reason}); training on the embedded digits instead",
-                file=sys.stderr,
-            )
-            data = load_dataset("digits")
-    else:
-        # With --data-dir the user said where the data is: no fallback, no download.
-        name = "mnist" if config.dataset == "auto" else config.dataset
-        data = load_dataset(name, config.data_dir)
-    if config.val_size:
-        data = split_validation(data, config.val_size, config.seed)
-    return data
-
-
-def _recorded_data(config: Config, details: dict):
-    """The dataset a resumed run trained on, exactly: no automatic choice, no fallback."""
-    used = details.get("dataset_used", config.dataset)
-    try:
-        data = load_data(replace(config, dataset=used))
-    except DataError as err:
-        raise DataError(f"this run trained on {used}, which cannot be loaded now: {err}") from None
-    # Files are checked against their checksums; the embedded set is defined by its source.
-    if used == EMBEDDED_NAME and data.source != details.get("data_source", data.source):
-        raise DataError(
-            f"this run trained on {details['data_source']}, but this npvae makes {data.source}"
-        )
-    return data
-
-
 def start(config: Config) -> Run:
     """A new run: its folder, data, model and optimizer."""
-    data = load_data(config)
+    data = runs.load_data(config)
     try:
         model = build_model(config, data.x_train.shape[1])
     except MemoryError:
@@ -215,7 +171,9 @@ def start(config: Config) -> Run:
         "n_test": len(data.x_test),
         "versions": _versions(),
     }
-    optimizer = make_optimizer(config.optimizer, model.params, config.lr)
+    if config.output_bias == "data-mean":
+        model.init_output_bias(data.x_train.mean(axis=0) / 255)
+    optimizer = _make_optimizer(config, model.params)
     run = Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
     # The folder is made under a hidden name and renamed when whole (config, empty
     # metrics, a checkpoint at step 0), so a run folder can always resume: even after a
@@ -301,7 +259,7 @@ def resume(request: ResumeRequest, given: dict) -> Run:
             0,
         )
     rows = _completed_metrics(folder / "metrics.csv", saved.epoch)
-    data = _recorded_data(config, details)
+    data = runs.recorded_data(config, details)
     best, partial = check_position(saved, len(data.x_train), config.batch_size, path)
     cls, settings = model_recipe(config, data.x_train.shape[1])
     saved_settings = {name: saved.model.config.get(name) for name in settings}
@@ -310,7 +268,7 @@ def resume(request: ResumeRequest, given: dict) -> Run:
             f"{path}: its model is not the one its run settings describe; the checkpoint is "
             "damaged (try --from best)"
         )
-    optimizer = make_optimizer(config.optimizer, saved.model.params, config.lr)
+    optimizer = _make_optimizer(config, saved.model.params)
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
     run.epoch, run.step, run.best, run.partial = saved.epoch, saved.step, best, partial
@@ -404,7 +362,7 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
             run.best = selection
             _save(run, "best.npz")
         _save(run, "last.npz")
-        print(_epoch_line(row, config.epochs), flush=True)
+        print(_epoch_line(row, config.epochs, config.model), flush=True)
         if stop.signal:  # it came during the evaluation or the checkpoint
             raise TrainingStopped(
                 f"stopped by {stop.name} at the end of epoch {epoch}; checkpoint written; "
@@ -424,10 +382,10 @@ def _epoch_row(run: Run, epoch: int, partial: dict, x_val, x_test) -> dict:
         "train_kl": sums["kl"] / n if "kl" in sums and run.config.model in ("vae", "iwae") else "",
         "val_loss": "",
     }
-    eval_rng = np.random.default_rng([run.config.seed, epoch, 1])
     if x_val is not None:
-        row["val_loss"] = evaluate.evaluate_loss(run.model, x_val, eval_rng)["loss"]
-    test = evaluate.evaluate_loss(run.model, x_test, eval_rng)
+        val_rng = np.random.default_rng([run.config.seed, epoch, 0])
+        row["val_loss"] = evaluate.evaluate_loss(run.model, x_val, val_rng)["loss"]
+    test = evaluate.evaluate_loss(run.model, x_test, _test_rng(run.config, epoch))
     row.update(test_loss=test["loss"], test_recon=test["recon"], test_kl=test.get("kl", ""))
     return row
 
@@ -471,20 +429,46 @@ def _save(run: Run, name: str, partial: dict | None = None) -> None:
 
 
 def finish(run: Run) -> dict:
-    """Final evaluation on the test set, ``results.json`` and the figures."""
+    """Final evaluation on the test set, ``results.json`` and the figures.
+
+    The weights are the last epoch's, and the test loss is drawn with the same
+    noise as that epoch's row of ``metrics.csv``, so the two agree exactly.
+    ``results.json`` says which evaluation it holds; ``python -m
+    npvae.evaluate`` gives the literature's (k = 5000 on every image) in
+    ``eval.json``.
+    """
     config, model = run.config, run.model
     _, x_test = _eval_arrays(run)
+    test = evaluate.evaluate_loss(model, x_test, _test_rng(config, run.epoch))
+    kl_per_dim = test.pop("kl_per_dim", None)
+    if config.model == "vae" and config.beta != 1:
+        test["beta"] = config.beta  # the loss weighs the KL by it
+    results = {
+        "epochs": run.epoch,
+        "evaluation": {
+            "weights": f"checkpoints/last.npz (epoch {run.epoch})",
+            "test_images": len(x_test),
+            "binarize_seed": runs.test_binarize_seed(config) if config.binarize != "none" else None,
+            "noise_seed": [config.seed, run.epoch, 1],
+            "log_likelihood_samples": 0,
+            "log_likelihood_images": 0,
+        },
+        "test": test,
+    }
     rng = np.random.default_rng([config.seed, run.epoch, 2])
-    results = {"epochs": run.epoch, "test": evaluate.evaluate_loss(model, x_test, rng)}
-    if hasattr(model, "log_importance_weights"):
+    if kl_per_dim is not None:
+        results["kl_per_dim"] = [round(float(v), 5) for v in kl_per_dim]
         if config.ll_samples:
-            n = config.ll_examples or len(x_test)
-            ll = evaluate.log_likelihood(model, x_test[:n], rng, n_samples=config.ll_samples)
+            n = min(config.ll_examples or len(x_test), len(x_test))
+            ll = evaluate.importance_sampled(model, x_test[:n], rng, n_samples=config.ll_samples)
             results["test_log_likelihood"] = {
-                "nats": float(ll.mean()),
+                "nats": float(ll.log_px.mean()),
+                "standard_error": float(ll.log_px.std() / np.sqrt(n)),
                 "samples": config.ll_samples,
-                "examples": len(ll),
+                "examples": n,
             }
+            results["evaluation"].update(log_likelihood_samples=config.ll_samples)
+            results["evaluation"].update(log_likelihood_images=n)
         count, variances = evaluate.active_units(model, x_test)
         results["active_units"] = count
         results["posterior_mean_variance"] = [round(float(v), 5) for v in variances]
@@ -498,13 +482,28 @@ def finish(run: Run) -> dict:
 
 
 def _summary(results: dict) -> str:
+    """The closing line: the test loss with terms that add up to it, then the extras."""
     test = results["test"]
-    parts = [f"test loss {test['loss']:.2f}"]
-    if "kl" in test:
-        parts[0] += f" (reconstruction {test['recon']:.2f}, KL {test['kl']:.2f})"
+    if "bound" in test:  # the IWAE: its loss is the k-sample bound, not recon + KL
+        parts = [
+            f"test loss {test['loss']:.2f} (the negative k-sample bound; "
+            f"one-sample ELBO {-test['elbo']:.2f} = reconstruction {test['recon']:.2f} "
+            f"+ KL {test['kl']:.2f})"
+        ]
+    elif "kl" in test:
+        weight = f"{test['beta']:g} x " if "beta" in test else ""
+        parts = [
+            f"test loss {test['loss']:.2f} (reconstruction {test['recon']:.2f} "
+            f"+ {weight}KL {test['kl']:.2f})"
+        ]
+    else:
+        parts = [f"test loss {test['loss']:.2f}"]
     if "test_log_likelihood" in results:
         ll = results["test_log_likelihood"]
-        parts.append(f"log p(x) ≈ {ll['nats']:.2f} ({ll['samples']} samples)")
+        parts.append(
+            f"log p(x) ≈ {ll['nats']:.2f} ± {ll['standard_error']:.2f} "
+            f"({ll['samples']} samples, {ll['examples']} images)"
+        )
     if "active_units" in results:
         parts.append(f"{results['active_units']} active units")
     return ", ".join(parts)
@@ -515,15 +514,24 @@ def _summary(results: dict) -> str:
 
 def _eval_arrays(run: Run):
     """Validation and test images as floats of the model's dtype, binarised once if asked."""
+    seed = runs.test_binarize_seed(run.config)
 
     def prepare(images):
         if len(images) == 0:
             return None
-        if run.config.binarize != "none":
-            return binarize_static(images, run.config.seed + 1).astype(run.model.dtype)
-        return (images / np.float32(255)).astype(run.model.dtype)
+        return runs.prepare_images(images, run.config.binarize, seed, run.model.dtype)
 
     return prepare(run.data.x_val), prepare(run.data.x_test)
+
+
+def _make_optimizer(config: Config, params: dict):
+    options = {"eps": config.adam_eps} if config.optimizer == "adam" else {}
+    return make_optimizer(config.optimizer, params, config.lr, **options)
+
+
+def _test_rng(config: Config, epoch: int) -> np.random.Generator:
+    """The noise of the test loss after ``epoch``: the same for its row and for results.json."""
+    return np.random.default_rng([config.seed, epoch, 1])
 
 
 def _schedule_options(config: Config) -> dict:
@@ -564,12 +572,16 @@ def _progress(total: int, description: str, initial: int):
     return tqdm(total=total, initial=initial, desc=description, leave=False, mininterval=0.5)
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
+def _epoch_line(row: dict, epochs: int, model: str) -> str:
     line = f"epoch {row['epoch']}/{epochs}  train {row['train_loss']:.2f}"
     if row["val_loss"] != "":
         line += f"  val {row['val_loss']:.2f}"
     line += f"  test {row['test_loss']:.2f}"
-    if row["test_kl"] != "":
+    if row["test_kl"] != "" and model == "iwae":  # the loss is -L_k; the terms are the ELBO's
+        elbo_terms = row["test_recon"] + row["test_kl"]
+        line += f" (-L_k; one-sample ELBO {elbo_terms:.2f}: recon {row['test_recon']:.2f}"
+        line += f" + KL {row['test_kl']:.2f})"
+    elif row["test_kl"] != "":
         line += f" (recon {row['test_recon']:.2f}, KL {row['test_kl']:.2f})"
     return line + f"  {row['seconds']:.1f} s, {row['examples_per_second']:.0f} ex/s"
 

@@ -29,6 +29,7 @@ CHOICES = {
     "activation": ACTIVATIONS,
     "likelihood": ("bernoulli", "gaussian"),
     "init": ("glorot", "he"),
+    "output_bias": ("zero", "data-mean"),
     "optimizer": ("adam", "sgd", "momentum", "nesterov"),
     "schedule": ("constant", "step", "exponential", "iwae"),
     "sparsity": ("kl", "l1"),
@@ -48,6 +49,7 @@ BOUNDS = {
     "epochs": "[1, inf)",
     "batch_size": "[1, inf)",
     "lr": "(0, inf)",
+    "adam_eps": "(0, inf)",
     "lr_step": "[1, inf)",
     "lr_gamma": "(0, inf)",
     "clip": "[0, inf)",  # 0: off
@@ -83,6 +85,7 @@ TYPES = {
     **{name: int for name in ("val_size", "latent", "epochs", "batch_size", "lr_step")},
     **{name: int for name in ("warmup", "samples", "k", "ll_samples", "ll_examples", "seed")},
     **{name: float for name in ("lr", "lr_gamma", "clip", "beta", "free_bits", "contraction")},
+    "adam_eps": float,
     **{name: float for name in ("sparsity_weight", "sparsity_target", "noise_level")},
     "input_dim": int,
     "init_log_var": float,

@@ -128,9 +128,11 @@ def test_evaluate_loss_in_batches_equals_one_batch():
     model, x = small_vae(latent_dim=2), binary_data(10)
     batched = evaluate.evaluate_loss(model, x, np.random.default_rng(6), batch_size=3)
     whole = model.loss(x, np.random.default_rng(6), grad=False)
-    assert set(batched) == {"loss", "recon", "kl", "elbo"}
+    assert set(batched) == {"loss", "recon", "kl", "elbo", "kl_per_dim"}
     for key in batched:
-        assert batched[key] == pytest.approx(whole[key], rel=1e-12), key
+        np.testing.assert_allclose(batched[key], whole[key], rtol=1e-12, err_msg=key)
+    assert batched["kl_per_dim"].shape == (2,)
+    assert batched["kl_per_dim"].sum() == pytest.approx(batched["kl"], rel=1e-12)
 
 
 def test_evaluate_loss_of_an_autoencoder_has_no_kl():
@@ -167,3 +169,82 @@ def test_a_unit_just_under_the_threshold_is_inactive():
     count, scaled = evaluate.active_units(model, x)
     np.testing.assert_allclose(scaled, [0.009, 0.011], rtol=1e-9)
     assert count == 1
+
+
+# ----- importance sampling against an exact log p(x) -------------------------------------
+
+
+def linear_gaussian_vae(seed: int = 0) -> tuple[VAE, np.ndarray, np.ndarray]:
+    """A VAE whose decoder is linear, so ``p(x) = N(c, A Aᵀ + σ² I)`` exactly.
+
+    The decoder is ``z -> relu(z W1 + b1) W2 + b2``; with ``b1`` at 50 every
+    hidden unit stays positive for any z the prior or the encoder puts mass
+    on (|z W1| < 50), so the ReLU is the identity there and the mean is
+    ``z A + c`` with ``A = W1 W2``, ``c = b1 W2 + b2`` (set to 0.2).  Returns the model and
+    ``(mean (D,), covariance (D, D))`` of p(x).
+    """
+    model = VAE(
+        input_dim=5, hidden=[4], latent_dim=2, likelihood="gaussian", init_log_var=np.log(0.3),
+        activation="relu", dtype="float64", seed=seed,
+    )  # fmt: skip
+    first, last = model.decoder.layers[0], model.decoder.layers[-1]
+    first.params["b"][:] = 50.0
+    last.params["b"][:] = 0.2 - first.params["b"] @ last.params["W"]  # so that c = 0.2
+    a = first.params["W"] @ last.params["W"]  # (d, D)
+    c = first.params["b"] @ last.params["W"] + last.params["b"]  # (D,)
+    return model, c, a.T @ a + 0.3 * np.eye(5)
+
+
+def gaussian_log_density(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``log N(x; mean, cov)`` per row of ``x (N, D)``, by a Cholesky factor: (N,)."""
+    factor = np.linalg.cholesky(cov)
+    white = np.linalg.solve(factor, (x - mean).T)  # (D, N)
+    log_det = 2 * np.log(np.diag(factor)).sum()
+    return -0.5 * ((white**2).sum(axis=0) + log_det + len(mean) * np.log(2 * np.pi))
+
+
+def test_the_estimate_matches_a_linear_gaussian_models_exact_log_px():
+    model, mean, cov = linear_gaussian_vae()
+    x = np.random.default_rng(0).multivariate_normal(mean, cov, size=40)
+    exact = gaussian_log_density(x, mean, cov)
+    sampled = evaluate.importance_sampled(model, x, np.random.default_rng(1), n_samples=5000)
+    gap = sampled.log_px - exact
+    # Each estimate within a few of its own Monte Carlo errors (its bias is far smaller)...
+    assert np.all(np.abs(gap) < 4 * sampled.mc_error + 1e-3), (gap, sampled.mc_error)
+    # ...and the test-set mean within its standard error of the exact mean.
+    assert abs(gap.mean()) < 3 * np.sqrt(np.mean(sampled.mc_error**2) / len(x)) + 1e-3
+    # The encoder is untrained, so q is a poor proposal: the ELBO is well below log p(x).
+    assert (exact - sampled.elbo).mean() > 0.5
+
+
+def test_the_estimate_rises_towards_the_exact_log_px_as_k_grows():
+    model, mean, cov = linear_gaussian_vae(seed=3)
+    x = np.random.default_rng(2).multivariate_normal(mean, cov, size=200)
+    exact = gaussian_log_density(x, mean, cov).mean()
+    estimates = [
+        evaluate.log_likelihood(model, x, np.random.default_rng(k), n_samples=k).mean()
+        for k in (1, 10, 100, 1000)
+    ]
+    assert estimates == sorted(estimates), estimates
+    assert estimates[0] < exact - 0.5  # k = 1 is the ELBO
+    assert 0 < exact - estimates[-1] < 0.05 * (exact - estimates[0])
+
+
+def test_the_estimate_is_never_below_the_elbo_of_the_same_samples():
+    """log mean w >= mean log w for every example and every k (Jensen), draw by draw."""
+    model, x = small_vae(latent_dim=2), binary_data(30)
+    for k in (1, 2, 7, 300):
+        sampled = evaluate.importance_sampled(
+            model, x, np.random.default_rng(k), n_samples=k, batch_size=7, max_rows=50
+        )
+        assert np.all(sampled.log_px >= sampled.elbo - 1e-12), k
+        if k == 1:  # one sample: the two are the same number, and the error is 0
+            np.testing.assert_allclose(sampled.log_px, sampled.elbo, rtol=1e-12)
+            assert np.all(sampled.mc_error == 0)
+        else:
+            assert np.all(sampled.log_px > sampled.elbo)
+    # The ELBO of the same samples is the mean log-weight, computed independently here.
+    eps = np.random.default_rng(5).standard_normal((40, 30, 2))
+    log_w = model.log_importance_weights(x, eps)
+    sampled = evaluate.importance_sampled(model, x, np.random.default_rng(5), n_samples=40)
+    np.testing.assert_allclose(sampled.elbo, log_w.mean(axis=0), rtol=1e-12)

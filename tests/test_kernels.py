@@ -408,6 +408,34 @@ def test_gaussian_kl_equals_monte_carlo_estimate():
     assert abs(estimates.mean() - closed_form) < 4 * standard_error
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bernoulli_pairs_each_row_of_logits_with_its_example(dtype):
+    """x (n, D) against S n rows of logits: row i reads x[i mod n], as if x were tiled."""
+    rng = np.random.default_rng(4)
+    x = (rng.random((3, 7)) < 0.5).astype(dtype)
+    logits = normal(rng, (4 * 3, 7), dtype, 3.0)
+    tiled = np.tile(x, (4, 1))
+    expected = kernels.bernoulli_log_prob_ref(tiled, logits)
+    np.testing.assert_array_equal(kernels.bernoulli_log_prob_ref(x, logits), expected)
+    np.testing.assert_array_equal(
+        kernels.bernoulli_log_prob(x, logits), kernels.bernoulli_log_prob(tiled, logits)
+    )
+    assert_matches(kernels.bernoulli_log_prob(x, logits), expected, dtype)
+    log_prob, dlogits = kernels.bernoulli_log_prob_and_grad(x, logits)
+    tiled_log_prob, tiled_dlogits = kernels.bernoulli_log_prob_and_grad(tiled, logits)
+    np.testing.assert_array_equal(log_prob, tiled_log_prob)
+    np.testing.assert_array_equal(dlogits, tiled_dlogits)
+    np.testing.assert_allclose(
+        dlogits, kernels.bernoulli_log_prob_and_grad_ref(x, logits)[1], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="shape"):
+        kernels.bernoulli_log_prob(np.tile(x, (2, 1))[:5], logits)  # 5 rows do not divide 12
+    with pytest.raises(ValueError, match="shape"):
+        kernels.bernoulli_log_prob(np.tile(x, (5, 1)), logits)  # more rows of x than of logits
+    with pytest.raises(ValueError, match="shape"):
+        kernels.bernoulli_log_prob(x[:, :5], logits)  # another width
+
+
 def test_bernoulli_log_prob_is_the_log_of_the_probabilities():
     rng = np.random.default_rng(9)
     logits = normal(rng, (5, 8), np.float64, 2.0)

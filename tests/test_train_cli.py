@@ -83,8 +83,8 @@ def test_run_folder_holds_config_metrics_checkpoints_results_and_figures(tiny, t
     run = only_run(out)
     assert f"run folder: {run}" in stdout
     assert re.fullmatch(
-        r"done: test loss [\d.]+ \(reconstruction [\d.]+, KL [\d.]+\), "
-        r"log p\(x\) ≈ -[\d.]+ \(\d+ samples\), \d+ active units",
+        r"done: test loss [\d.]+ \(reconstruction [\d.]+ \+ KL [\d.]+\), "
+        r"log p\(x\) ≈ -[\d.]+ ± [\d.]+ \(\d+ samples, \d+ images\), \d+ active units",
         stdout.strip().splitlines()[-1],
     )
 
@@ -315,19 +315,19 @@ def test_without_mnist_the_default_trains_on_the_embedded_digits(offline, tmp_pa
     ids=["offline", "corrupt-download"],
 )
 def test_the_fallback_line_says_why_mnist_is_missing(failure, reason, monkeypatch, capsys):
-    from npvae import train
+    from npvae import runs
 
-    real = train.load_dataset
+    real = runs.load_dataset
 
     def load_dataset(name, data_dir=None):
         if name == "mnist":
-            raise train.DataError(failure)
+            raise runs.DataError(failure)
         return real(name, data_dir)
 
-    monkeypatch.setattr(train, "load_dataset", load_dataset)
+    monkeypatch.setattr(runs, "load_dataset", load_dataset)
     monkeypatch.setattr(datasets, "DIGITS_N_TRAIN", 64)
     monkeypatch.setattr(datasets, "DIGITS_N_TEST", 16)
-    data = train.load_data(train.Config(val_size=0))
+    data = runs.load_data(runs.Config(val_size=0))
     captured = capsys.readouterr()
     line = one_line(captured.err)
     assert captured.out == ""
@@ -378,7 +378,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 def test_fashion_mnist_comes_from_debians_folder():
     """--dataset fashion-mnist finds Debian's package, checks it, and loads all of it."""
     from npvae.config import Config
-    from npvae.train import load_data
+    from npvae.runs import load_data
 
     data = load_data(Config(dataset="fashion-mnist", val_size=1000))
     assert data.name == "fashion-mnist" and "system" in data.source

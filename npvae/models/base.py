@@ -109,6 +109,25 @@ class Model:
             for key, array in holder.items():
                 holder[key] = views[id(array)]
 
+    def init_output_bias(self, pixel_mean: np.ndarray) -> None:
+        """Start the decoder at the data's mean image, as Burda et al. (2016) do.
+
+        ``pixel_mean (D,)`` in [0, 1]: the mean training image.  A Bernoulli
+        decoder's output bias becomes its logit, clipped to [0.001, 0.999] first
+        so that a pixel that is always 0 (MNIST's border) gets a finite bias; a
+        Gaussian or squared-error decoder's becomes the mean itself.  With the
+        weights near 0 at the start, every image then decodes to the mean
+        image, not to grey.
+        """
+        mean = np.asarray(pixel_mean, dtype=np.float64)
+        bias = self.decoder.layers[-1].params["b"]
+        if mean.shape != bias.shape or not np.all((mean >= 0) & (mean <= 1)):
+            raise ConfigError(f"pixel_mean must be ({bias.size},) in [0, 1], got {mean.shape}")
+        if self.config.get("likelihood", self.config.get("reconstruction")) == "bernoulli":
+            clipped = np.clip(mean, 0.001, 0.999)
+            mean = np.log(clipped) - np.log1p(-clipped)
+        bias[...] = mean
+
     def zero_grad(self) -> None:
         """Clear every gradient in place: one fill of :attr:`flat_grads`."""
         self.flat_grads.fill(0)

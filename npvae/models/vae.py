@@ -311,16 +311,16 @@ class VAE(Model):
         """
         x = self._check_input(x)
         n = len(x)
-        eps = self._eps(eps, None, 0, n)
+        eps = self._eps(eps, None, 0, n)  # (S, N, d)
         h = self.encoder.forward(x)
-        mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)
-        log_var_rows = _repeat(log_var, len(eps))
-        eps_rows = eps.reshape(len(eps) * n, self.latent_dim)
-        z = DiagonalGaussian.sample(_repeat(mu, len(eps)), log_var_rows, eps_rows)
-        log_w = self.likelihood.log_prob(_repeat(x, len(eps)), self.decoder.forward(z))
+        mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)  # (N, d)
+        # z = mu + exp(log_var / 2) * eps, broadcast over the S draws instead of tiling
+        # mu, log_var and x S times: this is the evaluation's hot loop (S up to 5000).
+        z = (eps * np.exp(log_var / 2) + mu).reshape(-1, self.latent_dim)  # (S N, d)
+        log_w = self.likelihood.log_prob(x, self.decoder.forward(z))  # x paired, not tiled
         log_w += DiagonalGaussian.prior_log_prob(z)
-        log_w -= DiagonalGaussian.log_prob_of_sample(eps_rows, log_var_rows)
-        return log_w.reshape(eps.shape[0], len(x))
+        log_w -= DiagonalGaussian.log_prob_of_sample(eps, log_var).reshape(-1)
+        return log_w.reshape(len(eps), n)
 
 
 @register

@@ -1,0 +1,161 @@
+"""Reproduce a row of the IWAE paper's Table 1: train a config, evaluate it as the paper does.
+
+Burda, Grosse & Salakhutdinov (2016) report MNIST test NLL from k = 5000
+importance samples on all 10,000 test images: 86.76 nats for the VAE, 85.54
+for the IWAE with k = 5 and 84.78 with k = 50 (one stochastic layer,
+``configs/iwae-paper-*.toml``).  This script
+
+1. trains (``python -m npvae.train --config CONFIG``), or goes on training a
+   run (``--resume RUN``), for at most ``--minutes`` of wall-clock time if
+   given: then it stops the trainer with SIGINT, which writes a checkpoint,
+   so the same command with ``--resume`` continues it later;
+2. evaluates the last checkpoint (``python -m npvae.evaluate RUN --checkpoint
+   last --k 5000``);
+3. appends a row to the results table in ``benchmarks/README.md`` (unless
+   ``--no-record``): model, k, epochs and steps, training minutes (the sum
+   of ``metrics.csv``'s per-epoch seconds, which leaves out an unfinished
+   epoch; then this invocation's wall-clock minutes), test NLL ± standard error, the test
+   ELBO, active units, the paper's figure, the load average, and the exact
+   commands.  Every run gets its row, the ones that fall short too.
+
+    python benchmarks/reproduce_iwae.py configs/iwae-paper-vae.toml \\
+        --data-dir ../shared/data/mnist --minutes 60
+    python benchmarks/reproduce_iwae.py --resume runs/reproduce/20261202-...-vae \\
+        --data-dir ../shared/data/mnist --minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+README = Path(__file__).resolve().parent / "README.md"
+TABLE_HEADING = "## Reproducing the IWAE paper (reproduce_iwae.py)"
+PAPER = {("vae", 1): 86.76, ("iwae", 5): 85.54, ("iwae", 50): 84.78}
+
+
+def train(args) -> Path:
+    """Run the trainer (for at most ``args.minutes``); returns the run folder."""
+    out = Path(args.out)
+    before = set(out.iterdir()) if out.is_dir() else set()
+    command = [sys.executable, "-m", "npvae.train"]
+    if args.resume:
+        command += ["--resume", args.resume]
+    else:
+        command += ["--config", args.config, "--out", str(out)]
+        if args.data_dir:
+            command += ["--data-dir", args.data_dir]
+    if args.epochs:
+        command += ["--epochs", str(args.epochs)]
+    print("$", shlex.join(command), flush=True)
+    started = time.monotonic()
+    trainer = subprocess.Popen(command)
+    deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
+    while trainer.poll() is None:
+        if deadline is not None and time.monotonic() > deadline:
+            trainer.send_signal(signal.SIGINT)  # a checkpoint, then exit 130
+            deadline = None
+        time.sleep(1)
+    if trainer.returncode not in (0, 130):
+        raise SystemExit(f"training ended with status {trainer.returncode}")
+    args.wall_minutes = (time.monotonic() - started) / 60
+    if args.resume:
+        return Path(args.resume)
+    [run] = sorted(set(out.iterdir()) - before)
+    return run
+
+
+def evaluate(run: Path, args) -> dict:
+    command = [sys.executable, "-m", "npvae.evaluate", str(run), "--checkpoint", "last"]
+    command += ["--k", str(args.k), "--n-test", str(args.n_test)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    print("$", shlex.join(command), flush=True)
+    subprocess.run(command, check=True)
+    evaluations = json.loads((run / "eval.json").read_text())["evaluations"]
+    return max(evaluations.values(), key=lambda record: (record["epoch"], record["n_test"]))
+
+
+def training_minutes(run: Path) -> float:
+    with open(run / "metrics.csv", newline="") as file:
+        return sum(float(row["seconds"]) for row in csv.DictReader(file)) / 60
+
+
+def row(run: Path, record: dict, args, command: str) -> str:
+    config = json.loads((run / "config.json").read_text())
+    k = config["k"] if config["model"] == "iwae" else 1
+    paper = PAPER.get((config["model"], k))
+    ll = record["log_likelihood"]
+    units = record["active_units"]
+    cells = [
+        time.strftime("%Y-%m-%d"),
+        f"{config['model'].upper()} k={k}",
+        f"{record['epoch']} of {config['epochs']} ({record['step']} steps)",
+        f"{training_minutes(run):.0f} ({args.wall_minutes:.0f})",
+        f"{-ll['nats']:.2f} ± {ll['standard_error']:.2f}",
+        f"{-record['test']['elbo']:.2f}",
+        f"{units['count']} of {units['of']}",
+        "" if paper is None else f"{paper:.2f}",
+        f"{os.getloadavg()[0]:.1f}",
+        f"`{command}`",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+TABLE_INTRO = """\
+Test NLL from k = 5000 importance samples on all 10,000 MNIST test images (binarised once),
+by `python -m npvae.evaluate`. Training minutes: the sum of the finished epochs' times in
+metrics.csv, then in brackets this invocation's wall-clock minutes. Load: the 1-minute load
+average at the end. Every run has its row, the ones that fell short too.
+
+| date | model | epochs | train min | test NLL | −ELBO | active | paper | load | command |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+"""
+
+
+def record_row(line: str) -> None:
+    """Add ``line`` under the last row of the results table (made, at the end, if absent)."""
+    lines = README.read_text().rstrip("\n").split("\n")
+    if TABLE_HEADING not in lines:
+        lines += ["", TABLE_HEADING, "", *TABLE_INTRO.rstrip("\n").split("\n")]
+    at = lines.index(TABLE_HEADING) + 1
+    while at < len(lines) and not lines[at].startswith("|"):
+        at += 1  # the introduction, down to the table
+    while at < len(lines) and lines[at].startswith("|"):
+        at += 1  # the table, down to its last row
+    lines.insert(at, line)
+    README.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", help="a TOML config (configs/iwae-paper-*.toml)")
+    parser.add_argument("--resume", help="a run folder to go on training instead")
+    parser.add_argument("--data-dir", help="MNIST's folder")
+    parser.add_argument("--minutes", type=float, default=0, help="training budget (0: none)")
+    parser.add_argument("--epochs", type=int, default=0, help="epochs in all (0: the config's)")
+    parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument("--n-test", type=int, default=0, help="test images (0: all)")
+    parser.add_argument("--out", default="runs/reproduce")
+    parser.add_argument("--no-record", action="store_true", help="do not touch README.md")
+    args = parser.parse_args()
+    if bool(args.config) == bool(args.resume):
+        parser.error("give a config or --resume RUN")
+    run = train(args)
+    record = evaluate(run, args)
+    line = row(run, record, args, shlex.join(["python", *sys.argv]))
+    print(line)
+    if not args.no_record:
+        record_row(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""``python -m npvae.evaluate RUN``: the literature's numbers for any saved run or model.
+
+RUN is a run folder (its ``checkpoints/best.npz``, or ``--checkpoint last``), a
+checkpoint file, or a model file written by ``Model.save``.  A run is
+evaluated on the test split of the dataset it trained on, found as training
+finds it; a bare model file names its data with ``--dataset`` and
+``--binarize``.  The table goes to stdout, and the record into ``eval.json``
+(in the run folder, or ``<model>.eval.json`` beside a model file) under a key
+of its own.  A mistake is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from npvae import __version__, runs
+from npvae._files import write_text
+from npvae.config import Config, validate
+from npvae.errors import ConfigError, NpvaeError
+from npvae.evaluate.report import evaluate_saved, evaluation_key, format_table
+
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see python -m npvae.evaluate --help)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m npvae.evaluate",
+        description="Evaluate a saved run or model on its test set: the ELBO and its terms, "
+        "the importance-sampled log-likelihood, active units (VAE, IWAE); reconstruction "
+        "error and each variant's measure (autoencoders).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("run", metavar="RUN", help="run folder, checkpoint or model file")
+    parser.add_argument(
+        "--checkpoint",
+        choices=runs.CHECKPOINTS,
+        default="best",
+        help="which weights of a run folder (default: best)",
+    )
+    parser.add_argument(
+        "--k",
+        type=_count("--k"),
+        default=5000,
+        help="importance samples per image (default: 5000, as Burda et al.; 0: skip)",
+    )
+    parser.add_argument(
+        "--n-test", type=_count("--n-test"), default=0, help="test images (default: 0, all)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=_count("--seed"),
+        default=None,
+        help="seed of the test set's one binarisation and of every draw "
+        "(default: the run's own, the draw its training evaluated on; 0 for a model file)",
+    )
+    parser.add_argument("--data-dir", help="folder of the dataset's files (default: as training)")
+    parser.add_argument(
+        "--dataset",
+        choices=("mnist", "fashion-mnist", "digits"),
+        help="a model file's dataset (default: mnist; a run folder knows its own)",
+    )
+    parser.add_argument(
+        "--binarize",
+        choices=("none", "static"),
+        help="a model file's test images: binarised once, or grey levels "
+        "(default: static for a Bernoulli decoder; a run folder knows its own)",
+    )
+    parser.add_argument("--out", help="the JSON file to add this evaluation to")
+    parser.add_argument("--version", action="version", version=f"npvae {__version__}")
+    return parser
+
+
+def _count(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a whole number, got {text!r}"
+            ) from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be 0 or more, got {value}")
+        return value
+
+    return parse
+
+
+def _test_images(saved: runs.SavedRun, args) -> tuple:
+    """``(x (N, D) floats, labels (N,), dataset name, binarize mode, seed)``."""
+    if saved.config is not None:
+        if args.dataset is not None or args.binarize is not None:
+            raise ConfigError(
+                f"{args.run} is a run that knows its dataset and binarisation; "
+                "leave out --dataset and --binarize"
+            )
+        config = saved.config
+        if args.data_dir is not None:
+            config = validate(Config(**{**vars(config), "data_dir": args.data_dir}))
+        data = runs.recorded_data(config, saved.record or {"dataset_used": config.dataset})
+        binarize = "none" if config.binarize == "none" else "static"
+        default_seed = runs.test_binarize_seed(config)
+    else:
+        config = Config(dataset=args.dataset or "mnist", data_dir=args.data_dir)
+        data = runs.load_data(config)
+        bernoulli = saved.model.config.get("likelihood", saved.model.config.get("reconstruction"))
+        binarize = args.binarize or ("static" if bernoulli == "bernoulli" else "none")
+        default_seed = 0
+    seed = default_seed if args.seed is None else args.seed
+    n = len(data.x_test) if args.n_test == 0 else min(args.n_test, len(data.x_test))
+    if saved.model.config["input_dim"] != data.x_test.shape[1]:
+        raise ConfigError(
+            f"{args.run} takes {saved.model.config['input_dim']} pixels, "
+            f"{data.name} has {data.x_test.shape[1]}"
+        )
+    x = runs.prepare_images(data.x_test[:n], binarize, seed, saved.model.dtype)
+    return x, data.y_test[:n], data.name, binarize, seed
+
+
+def _eval_path(saved: runs.SavedRun, args) -> Path:
+    if args.out:
+        return Path(args.out)
+    if saved.folder is not None:
+        return saved.folder / "eval.json"
+    return saved.source.with_name(saved.source.stem + ".eval.json")
+
+
+def _read_evaluations(path: Path) -> dict:
+    """The evaluations already in ``path``; a damaged file is an error, never overwritten."""
+    if not path.exists():
+        return {}
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        existing = None
+    if not isinstance(existing, dict) or not isinstance(existing.get("evaluations"), dict):
+        raise ConfigError(
+            f"{path} is damaged and would be overwritten; move it away, or give --out"
+        )
+    return existing["evaluations"]
+
+
+def _progress(total: int):
+    """A tqdm bar over the test images on a terminal; None otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="test images", unit="img", leave=False, mininterval=0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m npvae.evaluate``; a user's mistake is one line on stderr, status 2."""
+    try:
+        args = make_parser().parse_args(argv)
+        saved = runs.open_saved(args.run, args.checkpoint)
+        x, _, dataset, binarize, seed = _test_images(saved, args)
+        path = _eval_path(saved, args)
+        evaluations = _read_evaluations(path)
+        bar = _progress(len(x))
+        try:
+            record = evaluate_saved(
+                saved,
+                x,
+                k=args.k,
+                seed=seed,
+                progress=bar and (lambda done: bar.update(done - bar.n)),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        record.update(dataset=dataset, binarize=binarize)
+        if binarize != "none":
+            record["binarize_seed"] = seed
+        key = evaluation_key(saved.checkpoint, saved.epoch, args.k, len(x), seed)
+        evaluations[key] = record
+        try:
+            write_text(path, json.dumps({"evaluations": evaluations}, indent=2) + "\n")
+        except OSError as err:
+            raise ConfigError(f"cannot write {path}: {err.strerror}; give --out") from None
+        print(format_table(record))
+        print(f"written to {path} as {key!r}")
+        return 0
+    except NpvaeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print("error: out of memory; evaluate fewer images at once (--n-test)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

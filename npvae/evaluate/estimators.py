@@ -1,0 +1,179 @@
+"""The estimators papers report, each a function of a model and test images.
+
+* :func:`evaluate_loss`: the model's own objective and its terms on a data
+  set, averaged per example (for a VAE: the negative ELBO, reconstruction and
+  KL, in nats).
+* :func:`log_likelihood`: the importance-sampled estimate
+  ``log p(x) ≈ log (1/S) Σ_s p(x, z_s) / q(z_s|x)`` with ``S`` samples per
+  example (Burda et al. use S = 5000), streamed in chunks so that memory is
+  bounded whatever ``S`` is (``docs/models.md#importance-sampled-log-likelihood``).
+* :func:`importance_sampled`: the same, with the ELBO from the same samples
+  and each estimate's Monte Carlo error.
+* :func:`active_units`: a latent dimension is active when its posterior mean
+  varies with the input, ``Var_x(E_q[z_u]) > 0.01`` (Burda et al., 2016).
+* :func:`autoencoder_metrics`: reconstruction error in the model's units, and
+  what each variant is judged by (corrupted inputs, the Jacobian's norm, the
+  code units' mean activations).
+
+Every function takes float data ``x (N, D)`` of the model's dtype, already
+scaled (and binarised, if the model was trained on binary data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from npvae import kernels
+
+
+def _batches(x: np.ndarray, batch_size: int):
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size]
+
+
+def evaluate_loss(model, x: np.ndarray, rng: np.random.Generator, batch_size: int = 1000) -> dict:
+    """The model's loss and its terms, per example, averaged over ``x (N, D)``.
+
+    Returns a dict of the scalar entries of ``model.loss`` (``loss``, ``recon``,
+    and ``kl``, ``elbo`` for a VAE; ``bound`` for an IWAE), each the mean over
+    all ``N`` examples, and for a VAE or IWAE ``kl_per_dim (d,)``, the KL of
+    each latent dimension averaged over ``x``.
+    """
+    totals: dict = {}
+    for batch in _batches(x, batch_size):
+        report = model.loss(batch, rng, grad=False)
+        for key, value in report.items():
+            if (isinstance(value, float) and key != "beta") or key == "kl_per_dim":
+                totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64) * len(batch)
+    means = {key: total / len(x) for key, total in totals.items()}
+    return {key: float(v) if np.ndim(v) == 0 else v for key, v in means.items()}
+
+
+@dataclass
+class ImportanceSampled:
+    """Per-example results of :func:`importance_sampled`, each ``(N,)`` in nats."""
+
+    log_px: np.ndarray  # log (1/S) Σ_s w_s, the estimate of log p(x)
+    elbo: np.ndarray  # (1/S) Σ_s log w_s, the ELBO from the same samples (never above log_px)
+    mc_error: np.ndarray  # the estimate's Monte Carlo standard error (delta method)
+
+
+def importance_sampled(
+    model,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    n_samples: int = 5000,
+    batch_size: int = 100,
+    max_rows: int = 20_000,
+    progress=None,
+) -> ImportanceSampled:
+    """Importance-sampled ``log p(x)`` of each row of ``x (N, D)``, streamed.
+
+    The proposal is the encoder's q(z|x).  Samples are drawn in chunks of at
+    most ``max_rows`` decoder rows (chunk × batch), and their log-weights are
+    folded into running sums (log-sum-exp of ``log w`` and of ``2 log w``, and
+    the sum of ``log w``), so memory does not grow with ``n_samples``.
+    ``progress``, if given, is called with the number of examples finished
+    after each batch.
+
+    The Monte Carlo error is the delta method's ``sqrt(Var(w) / S) / mean(w)``
+    with the sample variance of the weights: it says how far this estimate
+    may be from the one a larger ``S`` would give for the same proposal
+    (``docs/models.md#importance-sampled-log-likelihood``).
+    """
+    d = model.latent_dim
+    log_px, elbo, mc_error = (np.empty(len(x)) for _ in range(3))
+    done = 0
+    for batch in _batches(x, batch_size):
+        n = len(batch)
+        chunk = max(1, min(n_samples, max_rows // n))
+        lse, lse_squares, total = np.full(n, -np.inf), np.full(n, -np.inf), np.zeros(n)
+        for start in range(0, n_samples, chunk):
+            size = min(chunk, n_samples - start)
+            eps = rng.standard_normal((size, n, d), dtype=model.dtype)
+            log_w = np.ascontiguousarray(model.log_importance_weights(batch, eps).T, np.float64)
+            lse = np.logaddexp(lse, kernels.logsumexp(log_w))  # log Σ w
+            lse_squares = np.logaddexp(lse_squares, kernels.logsumexp(2 * log_w))  # log Σ w²
+            total += log_w.sum(axis=1)
+        rows = slice(done, done + n)
+        log_px[rows] = lse - np.log(n_samples)
+        elbo[rows] = total / n_samples
+        # Var(w) / mean(w)² = S Σw² / (Σw)² − 1, from the running sums without overflow.
+        relative_variance = np.maximum(np.expm1(lse_squares - 2 * lse + np.log(n_samples)), 0)
+        mc_error[rows] = np.sqrt(relative_variance / n_samples)
+        done += n
+        if progress is not None:
+            progress(done)
+    return ImportanceSampled(log_px, elbo, mc_error)
+
+
+def log_likelihood(
+    model,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    n_samples: int = 5000,
+    batch_size: int = 100,
+    max_rows: int = 20_000,
+    progress=None,
+) -> np.ndarray:
+    """Importance-sampled ``log p(x)`` per example, ``x (N, D) -> (N,)`` (nats).
+
+    :func:`importance_sampled`'s ``log_px``, with the same arguments.
+    """
+    return importance_sampled(model, x, rng, n_samples, batch_size, max_rows, progress).log_px
+
+
+def active_units(
+    model, x: np.ndarray, threshold: float = 0.01, batch_size: int = 1000
+) -> tuple[int, np.ndarray]:
+    """``(count, variances (d,))``: dimensions whose posterior mean varies over ``x``."""
+    means = np.concatenate([model.encode(batch)[0] for batch in _batches(x, batch_size)])
+    variances = means.astype(np.float64).var(axis=0)
+    return int((variances > threshold).sum()), variances
+
+
+# ----- the autoencoders ----------------------------------------------------------------------
+
+
+def reconstruction_error(model, x: np.ndarray, inputs: np.ndarray | None = None) -> float:
+    """Mean reconstruction error of ``x (N, D)`` in the model's own units.
+
+    Cross-entropy in nats per example for a Bernoulli (sigmoid) decoder,
+    squared error per example otherwise: the ``recon`` term of its loss,
+    without the penalty.  ``inputs (N, D)``, if given, is what the encoder
+    sees in place of ``x`` (a denoising AE's corrupted images); the target is
+    always ``x``.
+    """
+    total = 0.0
+    for start in range(0, len(x), 1000):
+        rows = slice(start, start + 1000)
+        given = None if inputs is None else inputs[rows]
+        report = model.loss(x[rows], grad=False, corrupt=False, x_tilde=given)
+        total += report["recon"] * len(x[rows])
+    return total / len(x)
+
+
+def autoencoder_metrics(model, x: np.ndarray, rng: np.random.Generator) -> dict:
+    """What each autoencoder is judged by, on test images ``x (N, D)``.
+
+    * every one: ``recon``, the reconstruction error (:func:`reconstruction_error`);
+    * denoising: ``recon_corrupted``, the error of reconstructing ``x`` from a
+      corruption drawn from ``rng`` (``recon`` is from the clean input);
+    * contractive: ``jacobian_frobenius``, the mean of ``‖J_f(x)‖_F`` over ``x``;
+    * sparse: ``mean_activation (h,)`` of each code unit over ``x``, beside its
+      ``target``.
+    """
+    metrics: dict = {"recon": reconstruction_error(model, x)}
+    if hasattr(model, "corrupt"):
+        metrics["recon_corrupted"] = reconstruction_error(model, x, model.corrupt(x, rng))
+    if hasattr(model, "jacobian_norm"):
+        norms = np.concatenate([model.jacobian_norm(b) for b in _batches(x, 1000)])
+        metrics["jacobian_frobenius"] = float(np.sqrt(norms.astype(np.float64)).mean())
+    if model.kind == "sparse-ae":
+        codes = np.concatenate([model.encode(b) for b in _batches(x, 1000)])
+        metrics["mean_activation"] = codes.astype(np.float64).mean(axis=0)
+        if model.config["sparsity"] == "kl":  # the L1 penalty has no target
+            metrics["target"] = float(model.config["target"])
+    return metrics

@@ -1,0 +1,160 @@
+"""One evaluation of a saved model: the numbers as a JSON-able record, and as a table.
+
+:func:`evaluate_saved` runs the estimators that suit the model on prepared
+test images; :func:`format_table` prints the record for a person;
+:func:`evaluation_key` names it in ``eval.json``, where each evaluation is
+kept under its own key (weights, k, test images, seed), so a second
+evaluation does not erase the first.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from npvae.evaluate import estimators
+from npvae.runs import DATASET_TITLES
+
+#: Burda et al.'s threshold on ``Var_x(E_q[z_u])`` for an active unit.
+ACTIVE_THRESHOLD = 0.01
+
+
+def evaluation_key(checkpoint: str, epoch: int | None, k: int, n_test: int, seed: int) -> str:
+    """``"best@10 k=5000 n_test=10000 seed=1"``: what makes two evaluations different."""
+    weights = checkpoint if epoch is None else f"{checkpoint}@{epoch}"
+    return f"{weights} k={k} n_test={n_test} seed={seed}"
+
+
+def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) -> dict:
+    """Evaluate ``saved.model`` (a :class:`npvae.runs.SavedRun`) on test images ``x (N, D)``.
+
+    ``x`` is already prepared (scaled, binarised once if the model trained on
+    binary data).  ``k`` importance samples per image for a VAE or IWAE (0:
+    no log-likelihood); ``seed`` seeds every draw (the ELBO's noise, the
+    samples, a denoising AE's corruption).  ``progress(done)`` is called as
+    images finish.  Returns the JSON-able record that ``eval.json`` keeps.
+    """
+    model = saved.model
+    rng = np.random.default_rng(seed)
+    record: dict = {
+        "model": saved.title(),
+        "weights": str(saved.source),
+        "checkpoint": saved.checkpoint,
+        "epoch": saved.epoch,
+        "step": saved.step,
+        "n_test": len(x),
+        "seed": seed,
+    }
+    if not hasattr(model, "log_importance_weights"):
+        metrics = estimators.autoencoder_metrics(model, x, rng)
+        record["test"] = _jsonable(metrics)
+        record["unit"] = _ae_unit(model)
+        if progress is not None:
+            progress(len(x))
+        return record
+
+    test = estimators.evaluate_loss(model, x, rng)
+    kl_per_dim = test.pop("kl_per_dim")
+    record["test"] = {"elbo": test["elbo"], "recon": test["recon"], "kl": test["kl"]}
+    if model.kind == "iwae":
+        record["test"]["bound"] = test["bound"]
+        record["test"]["bound_k"] = int(model.config["k"])
+    elif model.config.get("beta", 1.0) != 1.0:
+        record["test"]["loss"] = test["loss"]  # the beta-weighted objective it trained on
+        record["test"]["beta"] = float(model.config["beta"])
+    record["kl_per_dim"] = [round(float(v), 6) for v in kl_per_dim]
+    count, variances = estimators.active_units(model, x)
+    record["active_units"] = {
+        "count": count,
+        "of": int(model.latent_dim),
+        "threshold": ACTIVE_THRESHOLD,
+        "variances": [round(float(v), 6) for v in variances],
+    }
+    if k > 0:
+        started = time.perf_counter()
+        sampled = estimators.importance_sampled(model, x, rng, n_samples=k, progress=progress)
+        seconds = time.perf_counter() - started
+        record["log_likelihood"] = {
+            "nats": float(sampled.log_px.mean()),
+            "standard_error": float(sampled.log_px.std(ddof=1) / np.sqrt(len(x)))
+            if len(x) > 1
+            else None,
+            "k": k,
+            "elbo_same_samples": float(sampled.elbo.mean()),
+            "monte_carlo_error": float(np.sqrt(np.mean(sampled.mc_error**2) / len(x))),
+            "seconds": round(seconds, 2),
+        }
+    elif progress is not None:
+        progress(len(x))
+    return record
+
+
+def _ae_unit(model) -> str:
+    if model.config.get("reconstruction") == "bernoulli":
+        return "nats (cross-entropy per image)"
+    return "squared error per image"
+
+
+def _jsonable(metrics: dict) -> dict:
+    return {
+        key: [round(float(v), 6) for v in value] if isinstance(value, np.ndarray) else value
+        for key, value in metrics.items()
+    }
+
+
+def format_table(record: dict) -> str:
+    """The record as the lines a person reads (no trailing newline)."""
+    lines = [record["model"], f"  weights      {record['weights']}"]
+    dataset = DATASET_TITLES.get(record.get("dataset"), record.get("dataset", "?"))
+    binarized = record.get("binarize_seed")
+    how = "binarised once with seed" if binarized is not None else "grey levels; draws from seed"
+    lines.append(f"  test set     {record['n_test']} images of {dataset}, {how} {record['seed']}")
+    test = record["test"]
+    if "unit" in record:
+        lines.append(f"  reconstruction error  {test['recon']:.4f}  ({record['unit']})")
+        if "recon_corrupted" in test:
+            lines.append(f"    from corrupted inputs  {test['recon_corrupted']:.4f}")
+        if "jacobian_frobenius" in test:
+            lines.append(
+                f"  encoder Jacobian, mean Frobenius norm  {test['jacobian_frobenius']:.4f}"
+            )
+        if "mean_activation" in test:
+            activations = np.array(test["mean_activation"])
+            target = f", target {test['target']:g}" if "target" in test else ""
+            lines.append(f"  code units' mean activation{target}:")
+            lines += _columns([f"h{j + 1:<3} {a:.4f}" for j, a in enumerate(activations)])
+        return "\n".join(lines)
+
+    lines.append("                                  nats per image")
+    if "bound" in test:
+        lines.append(f"  k-sample bound L_{test['bound_k']:<4}            {test['bound']:10.2f}")
+    lines.append(f"  ELBO (one sample)               {test['elbo']:10.2f}")
+    lines.append(f"    reconstruction  -E[log p(x|z)]  {test['recon']:8.2f}")
+    lines.append(f"    KL(q(z|x) || p(z))              {test['kl']:8.2f}")
+    if "log_likelihood" in record:
+        ll = record["log_likelihood"]
+        se = "" if ll["standard_error"] is None else f" ± {ll['standard_error']:.2f}"
+        lines.append(
+            f"  log p(x), {ll['k']} importance samples {ll['nats']:8.2f}{se}"
+            f"   ({ll['seconds']:.1f} s)"
+        )
+        lines.append(f"    ELBO from the same samples    {ll['elbo_same_samples']:10.2f}")
+    units = record["active_units"]
+    lines.append(
+        f"  active units                    {units['count']:>7} of {units['of']}"
+        f"   (Var_x E[z_u] > {units['threshold']:g})"
+    )
+    lines.append("  per dimension, most KL first: KL (nats) / Var_x E[z_u]")
+    kl, variances = np.array(record["kl_per_dim"]), np.array(units["variances"])
+    cells = [f"z{j + 1:<3} {kl[j]:5.2f} / {variances[j]:.3f}" for j in np.argsort(-kl)]
+    lines += _columns(cells)
+    return "\n".join(lines)
+
+
+def _columns(cells: list[str], per_line: int = 4) -> list[str]:
+    """``cells`` laid out ``per_line`` to a line, indented under their heading."""
+    return [
+        "    " + "   ".join(cells[start : start + per_line])
+        for start in range(0, len(cells), per_line)
+    ]

@@ -1,0 +1,84 @@
+"""configs/: the IWAE paper's protocol as TOML files, and the settings it needs.
+
+Burda, Grosse & Salakhutdinov (2016): 784-200-200-50 tanh, Bernoulli decoder,
+Glorot init with the output bias at the logit of the mean training image,
+dynamic binarisation, Adam (ε = 1e-4), batch 20, 3,280 epochs in 8 stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npvae.config import Config, read_toml, validate
+from npvae.models import VAE, Autoencoder
+from npvae.optim import make_schedule
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PAPER = {"iwae-paper-vae.toml": ("vae", 1), "iwae-paper-iwae5.toml": ("iwae", 5)}
+PAPER["iwae-paper-iwae50.toml"] = ("iwae", 50)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_each_config_is_the_papers_protocol(name):
+    config = validate(Config(**read_toml(CONFIGS / name)))
+    model, k = PAPER[name]
+    assert config.model == model and (model == "vae" or config.k == k)
+    assert config.resolved_hidden() == [200, 200] and config.latent == 50
+    assert (config.activation, config.likelihood, config.init) == ("tanh", "bernoulli", "glorot")
+    assert config.output_bias == "data-mean" and config.binarize == "dynamic"
+    assert (config.optimizer, config.adam_eps, config.lr) == ("adam", 1e-4, 1e-3)
+    assert (config.batch_size, config.schedule, config.epochs) == (20, "iwae", 3280)
+    assert config.dataset == "mnist"
+
+
+def test_the_iwae_schedule_runs_3_to_the_i_epochs_at_each_stages_rate():
+    schedule = make_schedule("iwae", 1e-3)
+    rates = [schedule(epoch) for epoch in range(3280)]
+    stages = [rates.count(rate) for rate in sorted(set(rates), reverse=True)]
+    assert stages == [3**i for i in range(8)] and sum(stages) == 3280
+    expected = [1e-3 * 10 ** (-i / 7) for i in range(8)]
+    np.testing.assert_allclose(sorted(set(rates), reverse=True), expected, rtol=1e-12)
+    assert rates[0] == 1e-3 and rates[1] == pytest.approx(1e-3 * 10 ** (-1 / 7))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_the_output_bias_starts_the_decoder_at_the_mean_image(likelihood):
+    model = VAE(input_dim=6, hidden=[5], latent_dim=2, likelihood=likelihood, dtype="float64")
+    mean = np.array([0.0, 0.2, 0.5, 0.9, 1.0, 0.0005])
+    model.init_output_bias(mean)
+    for layer in model.decoder.layers:  # with every weight at 0, z does not matter
+        if "W" in layer.params:
+            layer.params["W"][...] = 0
+    decoded = model.decode(np.random.default_rng(0).standard_normal((3, 2)))
+    if likelihood == "bernoulli":  # the logit of the mean, clipped to [0.001, 0.999]
+        np.testing.assert_allclose(decoded, np.tile(np.clip(mean, 0.001, 0.999), (3, 1)))
+    else:
+        np.testing.assert_allclose(decoded, np.tile(mean, (3, 1)))
+
+
+def test_the_output_bias_refuses_a_mean_of_the_wrong_shape_or_range():
+    model = Autoencoder(input_dim=4, hidden=[3], code_dim=2)
+    with pytest.raises(ValueError, match=r"pixel_mean must be \(4,\) in \[0, 1\]"):
+        model.init_output_bias(np.full(5, 0.5))
+    with pytest.raises(ValueError, match="in"):
+        model.init_output_bias(np.array([0.1, 0.2, 1.5, 0.3]))
+
+
+def test_training_applies_adams_epsilon_and_the_output_bias(monkeypatch, tmp_path):
+    from npvae import train
+    from npvae.data import datasets
+
+    monkeypatch.setattr(datasets, "DIGITS_N_TRAIN", 64)
+    monkeypatch.setattr(datasets, "DIGITS_N_TEST", 16)
+    flags = dict(dataset="digits", hidden=[8], latent=2, out=str(tmp_path), figures=False)
+    run = train.start(validate(Config(**flags, adam_eps=1e-4, output_bias="data-mean")))
+    assert run.optimizer.eps == 1e-4
+    mean = np.clip(run.data.x_train.mean(axis=0) / 255, 0.001, 0.999)
+    bias = run.model.decoder.layers[-1].params["b"]
+    np.testing.assert_allclose(bias, np.log(mean / (1 - mean)), rtol=1e-5)
+    default = train.start(validate(Config(**flags)))
+    assert default.optimizer.eps == 1e-8
+    assert not default.model.decoder.layers[-1].params["b"].any()
