@@ -237,6 +237,12 @@ def resume(request: ResumeRequest, given: dict) -> Run:
             f"to train on, give --epochs more than {saved.epoch}"
         )
     finished = (folder / "results.json").is_file()
+    if config.epochs == saved.epoch and path.name != "last.npz":
+        # results.json, if any, is the last checkpoint's; this one has none to go with it.
+        raise ConfigError(
+            f"{path.name} has {saved.epoch} epochs; to train on from it, give --epochs more "
+            f"than {saved.epoch} (to evaluate it: python -m npvae.evaluate {path})"
+        )
     if config.epochs == saved.epoch:
         # No epoch left to train: a new rate would act on nothing (nor, with the results
         # made, would new evaluation settings), so saying it is a mistake.

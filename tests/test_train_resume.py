@@ -390,3 +390,16 @@ def test_resume_takes_a_checkpoint_file_and_drops_the_epochs_after_it(tiny, tmp_
     assert [row["epoch"] for row in read_metrics(run)] == ["1", "2", "3"]
     assert load_checkpoint(run / "checkpoints" / "last.npz").epoch == 3
     assert best.is_file()
+
+
+def test_a_change_mid_epoch_is_recorded_with_its_batch(tiny, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        interrupt_training_call(patch, VAE, call=4 + 2)  # epoch 2, after its 2nd batch
+        assert run_main(start_args(tiny, out, "vae", 3), capsys)[0] == 130
+    run = only_run(out)
+    status, _, stderr = run_main(["--resume", run, "--lr", "5e-4"], capsys)
+    assert status == 0, stderr
+    record = json.loads((run / "config.json").read_text())
+    assert record["changes"] == [{"epoch": 2, "batch": 2, "lr": [1e-3, 5e-4]}]
+    assert [row["lr"] for row in read_metrics(run)] == ["0.001", "0.0005", "0.0005"]
