@@ -76,6 +76,13 @@ def locate(request: ResumeRequest) -> Place:
     return place
 
 
+def hint_best(path: Path) -> str:
+    """``"; to go on from best.npz, add --from best"`` when that is a way on from ``path``."""
+    if path.name == "last.npz" and (path.parent / "best.npz").is_file():
+        return "; to go on from best.npz, add --from best"
+    return ""
+
+
 def check_flags(given: dict) -> None:
     """Refuse every given setting but those of :data:`RESUMABLE`, naming them as typed."""
     labels = getattr(given, "labels", {name: name for name in given})
@@ -89,6 +96,44 @@ def check_flags(given: dict) -> None:
             f"--resume keeps the saved model and data, so {', '.join(refused)} cannot be "
             f"given with it; only {allowed} may change"
         )
+
+
+def check_epochs(config: Config, saved, place: Place, given: dict) -> bool:
+    """Check ``--epochs`` against the checkpoint's; True when there is nothing to do.
+
+    ``--epochs`` may not go below the epochs done.  Equal to them, only missing
+    results are made (after a stop in the final evaluation), and then a new rate
+    would act on nothing; with the results made, nothing is left to do and any
+    change is refused.  A checkpoint other than ``last.npz`` needs epochs to train:
+    ``results.json`` belongs to the last one.
+    """
+    folder, path = place.folder, place.checkpoint
+    if config.epochs < saved.epoch or (config.epochs == saved.epoch and saved.extra.get("partial")):
+        raise ConfigError(
+            f"{folder} already has {saved.epoch} epochs; "
+            f"to train on, give --epochs more than {saved.epoch}"
+        )
+    if config.epochs > saved.epoch:
+        return False
+    if path.name != "last.npz":
+        raise ConfigError(
+            f"{path.name} has {saved.epoch} epochs; to train on from it, give --epochs more "
+            f"than {saved.epoch} (to evaluate it: python -m npvae.evaluate {path})"
+        )
+    finished = (folder / "results.json").is_file()
+    labels = getattr(given, "labels", {})
+    idle = [
+        labels.get(name, name)
+        for name in given
+        if name != "epochs" and (finished or name in ("lr", "schedule", "lr_step", "lr_gamma"))
+    ]
+    if idle:
+        raise ConfigError(
+            f"{folder} has no epochs left to train{' and has its results' if finished else ''}, "
+            f"so {', '.join(idle)} would change nothing; "
+            f"to train on, give --epochs more than {saved.epoch}"
+        )
+    return finished
 
 
 def _whole(value, low: int = 0) -> bool:
@@ -106,7 +151,7 @@ def check_position(saved, n_train: int, batch_size: int, path: Path) -> tuple[fl
     """
 
     def damaged(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {what}; the checkpoint is damaged (try --from best)")
+        return CheckpointError(f"{path}: {what}; the checkpoint is damaged{hint_best(path)}")
 
     extra = saved.extra
     unknown = sorted(set(extra) - {"best", "partial"})

@@ -47,7 +47,7 @@ from npvae.models import (
     SparseAutoencoder,
 )
 from npvae.optim import clip_grad_norm, make_optimizer, make_schedule
-from npvae.resume import changes, check_flags, check_position, locate
+from npvae.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
 
 METRICS = [
     "epoch", "lr", "train_loss", "train_recon", "train_kl", "val_loss", "test_loss",
@@ -203,10 +203,8 @@ def resume(request: ResumeRequest, given: dict) -> Run:
 
     Only the settings of :data:`npvae.resume.RESUMABLE` may change; each change
     is recorded in ``config.json`` with the epoch (and batch) it takes effect
-    from.  It trains on the dataset the run recorded as used.  ``--epochs`` may
-    not go below the epochs done; equal to them, only missing results are
-    made (after a stop in the final evaluation), else there is nothing to do.
-    Every field of the checkpoint is checked before anything is written.
+    from.  It trains on the dataset the run recorded as used.  Every field of
+    the checkpoint is checked (:mod:`npvae.resume`) before anything is written.
     """
     place = locate(request)
     folder, path = place.folder, place.checkpoint
@@ -224,41 +222,12 @@ def resume(request: ResumeRequest, given: dict) -> Run:
     try:
         saved = load_checkpoint(path)
     except CheckpointError as err:
-        best = path.parent / "best.npz"
-        if path.name == "last.npz" and best.is_file():
-            raise CheckpointError(f"{err}; to go on from best.npz, add --from best") from None
+        if hint_best(path):
+            raise CheckpointError(f"{err}{hint_best(path)}") from None
         raise
     before = from_dict(saved.config, path)
     config = validate(replace(before, **given), given.labels if hasattr(given, "labels") else {})
-    partial = saved.extra.get("partial") or {}
-    if config.epochs < saved.epoch or (config.epochs == saved.epoch and partial):
-        raise ConfigError(
-            f"{folder} already has {saved.epoch} epochs; "
-            f"to train on, give --epochs more than {saved.epoch}"
-        )
-    finished = (folder / "results.json").is_file()
-    if config.epochs == saved.epoch and path.name != "last.npz":
-        # results.json, if any, is the last checkpoint's; this one has none to go with it.
-        raise ConfigError(
-            f"{path.name} has {saved.epoch} epochs; to train on from it, give --epochs more "
-            f"than {saved.epoch} (to evaluate it: python -m npvae.evaluate {path})"
-        )
-    if config.epochs == saved.epoch:
-        # No epoch left to train: a new rate would act on nothing (nor, with the results
-        # made, would new evaluation settings), so saying it is a mistake.
-        labels = getattr(given, "labels", {})
-        idle = [
-            labels.get(name, name)
-            for name in given
-            if name != "epochs" and (finished or name in ("lr", "schedule", "lr_step", "lr_gamma"))
-        ]
-        if idle:
-            raise ConfigError(
-                f"{folder} has no epochs left to train{' and has its results' if finished else ''}"
-                f", so {', '.join(idle)} would change nothing; "
-                f"to train on, give --epochs more than {saved.epoch}"
-            )
-    if config.epochs == saved.epoch and finished:
+    if check_epochs(config, saved, place, given):
         raise TrainingStopped(
             f"nothing to do: {folder} already has its {saved.epoch} epochs and results; "
             f"to train on, give --epochs more than {saved.epoch}",
@@ -272,7 +241,7 @@ def resume(request: ResumeRequest, given: dict) -> Run:
     if saved.model.kind != cls.kind or saved_settings != settings:
         raise CheckpointError(
             f"{path}: its model is not the one its run settings describe; the checkpoint is "
-            "damaged (try --from best)"
+            f"damaged{hint_best(path)}"
         )
     optimizer = _make_optimizer(config, saved.model.params)
     optimizer.load_state_dict(saved.optimizer_state)
