@@ -34,19 +34,12 @@ import numpy as np
 
 from npvae import __version__, evaluate, plots, runs
 from npvae._files import atomic_path, write_text
+from npvae.build import build_model, model_recipe, optimizer_for, schedule_for
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, ResumeRequest, from_dict, parse_args, record, validate
 from npvae.data import Batches
 from npvae.errors import CheckpointError, ConfigError, NpvaeError
-from npvae.models import (
-    IWAE,
-    VAE,
-    Autoencoder,
-    ContractiveAutoencoder,
-    DenoisingAutoencoder,
-    SparseAutoencoder,
-)
-from npvae.optim import clip_grad_norm, make_optimizer, make_schedule
+from npvae.optim import clip_grad_norm
 from npvae.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
 
 METRICS = [
@@ -81,69 +74,7 @@ class Run:
     partial: dict = field(default_factory=dict)  # an interrupted epoch's order and sums
 
 
-# ----- building a run --------------------------------------------------------------------
-
-
-def build_model(config: Config, input_dim: int):
-    """The model ``config`` asks for, for ``input_dim`` pixels."""
-    cls, settings = model_recipe(config, input_dim)
-    return cls(**settings)
-
-
-def model_recipe(config: Config, input_dim: int) -> tuple[type, dict]:
-    """``(model class, keyword arguments)`` of the model ``config`` asks for; nothing allocated."""
-    common = {
-        "input_dim": input_dim,
-        "hidden": config.resolved_hidden(),
-        "activation": config.resolved_activation(),
-        "init": config.init,
-        "dtype": config.dtype,
-        "seed": config.seed,
-    }
-    vae_common = {
-        **common,
-        "latent_dim": config.latent,
-        "likelihood": config.likelihood,
-        "learned_var": config.learn_var,
-        "init_log_var": 0.0,  # the library's default; no flag sets it
-    }
-    ae_common = {
-        **common,
-        "code_dim": config.latent,
-        "reconstruction": "bernoulli" if config.likelihood == "bernoulli" else "squared",
-    }
-    if config.model == "vae":
-        objective = {
-            "beta": config.beta,
-            "warmup_steps": config.warmup,
-            "free_bits": config.free_bits,
-            "n_samples": config.samples,
-        }
-        return VAE, {**vae_common, **objective}
-    if config.model == "iwae":
-        return IWAE, {**vae_common, "k": config.k}
-    if config.model == "ae":
-        return Autoencoder, ae_common
-    if config.model == "sparse-ae":
-        return SparseAutoencoder, {
-            **ae_common,
-            "sparsity": config.sparsity,
-            "sparsity_weight": config.sparsity_weight,
-            "target": config.sparsity_target,
-            "code_activation": "sigmoid" if config.sparsity == "kl" else "relu",
-        }
-    if config.model == "denoising-ae":
-        return DenoisingAutoencoder, {
-            **ae_common,
-            "noise": config.noise,
-            "noise_level": config.noise_level,
-        }
-    # The contractive AE's one layer is its code: the activation is the code's.
-    return ContractiveAutoencoder, {
-        **ae_common,
-        "code_activation": config.resolved_activation(),
-        "contraction": config.contraction,
-    }
+# ----- building a run (the objects themselves: npvae.build) -------------------------------
 
 
 def start(config: Config) -> Run:
@@ -173,7 +104,7 @@ def start(config: Config) -> Run:
     }
     if config.output_bias == "data-mean":
         model.init_output_bias(data.x_train.mean(axis=0) / 255)
-    optimizer = _make_optimizer(config, model.params)
+    optimizer = optimizer_for(config, model.params)
     run = Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
     # The folder is made under a hidden name and renamed when whole (config, empty
     # metrics, a checkpoint at step 0), so a run folder can always resume: even after a
@@ -243,7 +174,7 @@ def resume(request: ResumeRequest, given: dict) -> Run:
             f"{path}: its model is not the one its run settings describe; the checkpoint is "
             f"damaged{hint_best(path)}"
         )
-    optimizer = _make_optimizer(config, saved.model.params)
+    optimizer = optimizer_for(config, saved.model.params)
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
     run.epoch, run.step, run.best, run.partial = saved.epoch, saved.step, best, partial
@@ -284,7 +215,7 @@ def train(run: Run) -> None:
 
 def _train_epochs(run: Run, stop: _StopFlag) -> None:
     config, model = run.config, run.model
-    schedule = make_schedule(config.schedule, config.lr, **_schedule_options(config))
+    schedule = schedule_for(config)
     batches = Batches(
         run.data.x_train,
         config.batch_size,
@@ -499,22 +430,9 @@ def _eval_arrays(run: Run):
     return prepare(run.data.x_val), prepare(run.data.x_test)
 
 
-def _make_optimizer(config: Config, params: dict):
-    options = {"eps": config.adam_eps} if config.optimizer == "adam" else {}
-    return make_optimizer(config.optimizer, params, config.lr, **options)
-
-
 def _test_rng(config: Config, epoch: int) -> np.random.Generator:
     """The noise of the test loss after ``epoch``: the same for its row and for results.json."""
     return np.random.default_rng([config.seed, epoch, 1])
-
-
-def _schedule_options(config: Config) -> dict:
-    if config.schedule == "step":
-        return {"step_size": config.lr_step, "gamma": config.lr_gamma}
-    if config.schedule == "exponential":
-        return {"gamma": config.lr_gamma}
-    return {}
 
 
 class _StopFlag:

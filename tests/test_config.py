@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from npvae.build import build_model
 from npvae.config import (
     BOUNDS,
     FIELDS,
@@ -18,7 +19,7 @@ from npvae.config import (
 )
 from npvae.errors import ConfigError
 from npvae.optim import make_schedule
-from npvae.train import build_model, main
+from npvae.train import main
 
 FLOAT_FIELDS = [name for name, f in FIELDS.items() if isinstance(f.default, float)]
 
