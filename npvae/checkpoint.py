@@ -88,6 +88,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             raise CheckpointError(
                 f"{path}: damaged checkpoint: {key} is {value!r}, not a whole number >= 0"
             )
+    stray = sorted(k for k in arrays if not k.startswith(("model/", "optim/", "run/")))
+    if stray:
+        raise CheckpointError(f"{path}: damaged checkpoint: unexpected arrays {stray[:3]}")
     model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
     optim_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")}
     run_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("run/")}

@@ -13,6 +13,7 @@ after its 2nd batch, so its checkpoint holds an interrupted epoch's record).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -27,8 +28,10 @@ from damage import (
     duplicate_first_member,
     edit_array,
     edit_header,
+    members,
     npy_header_claiming,
     replace_member,
+    rezip,
 )
 from train_support import (
     SMALL,
@@ -127,6 +130,13 @@ def set_byte(path: Path, offset: int, value: int) -> None:
     path.write_bytes(gzip.compress(bytes(content)))
 
 
+def add_member(path: Path, name: str) -> None:
+    """Add a small, valid array under ``name`` to an npz file."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(3, np.float32))
+    rezip(path, [*members(path), (name, buffer.getvalue())])
+
+
 def header(run: str, edit):
     """A case's setup: edit the JSON header of the run's last.npz."""
     return lambda p: edit_header(p.last(run), edit)
@@ -215,6 +225,8 @@ CASES = [
      npy_header_claiming((2**17, 2**15))), resume(), 2, ["last.npz", "declares shape"]),
     ("member-without-npy-magic", lambda p: replace_member(p.last(), "optim/lr.npy", b"x" * 99),
      resume(), 2, ["last.npz", "optim/lr.npy is not a readable array"]),
+    ("stray-array", lambda p: add_member(p.last(), "junk.npy"), resume(), 2,
+     ["unexpected arrays ['junk']"]),
     ("duplicate-member", lambda p: duplicate_first_member(p.last()), resume(), 2,
      ["last.npz", "twice"]),
     ("epoch-negative", header("done", lambda h: h.update(epoch=-1)), resume(), 2,
