@@ -21,9 +21,10 @@ import numpy as np
 from npvae.config import Config, ResumeRequest, record
 from npvae.errors import CheckpointError, ConfigError
 
-#: The settings a resumed run may change: none of them changes the model or its data.
+#: The settings a resumed run may change: none of them changes the model or its data
+#: (``data_dir`` says where the same files are now: they are checked by their checksums).
 RESUMABLE = ("epochs", "lr", "schedule", "lr_step", "lr_gamma", "figures", "ll_samples",
-             "ll_examples")  # fmt: skip
+             "ll_examples", "data_dir")  # fmt: skip
 
 _SUMS = ("loss", "recon", "kl")
 

@@ -160,8 +160,11 @@ def recorded_data(config: Config, record: dict):
     used = record.get("dataset_used", config.dataset)
     try:
         data = load_data(replace(config, dataset=used))
-    except DataError as err:
-        raise DataError(f"this run trained on {used}, which cannot be loaded now: {err}") from None
+    except (DataError, ConfigError) as err:
+        hint = "; if its files have moved, give --data-dir DIR" if used != EMBEDDED_NAME else ""
+        raise DataError(
+            f"this run trained on {used}, which cannot be loaded now: {err}{hint}"
+        ) from None
     # Files are checked against their checksums; the embedded set is defined by its source.
     if used == EMBEDDED_NAME and data.source != record.get("data_source", data.source):
         raise DataError(

@@ -289,12 +289,24 @@ def test_xdg_cache_home_is_honoured_and_relative_values_ignored(monkeypatch, tmp
 
 def test_not_found_without_download_says_where_and_what_to_do(places):
     with pytest.raises(DataError) as caught:
-        find_dataset("fake", places["tmp"] / "absent", download=False)
+        find_dataset("fake", download=False)
     message = str(caught.value)
     assert "\n" not in message
-    for place in (places["tmp"] / "absent", places["cache"], places["system"]):
+    for place in (places["cache"], places["system"]):
         assert str(place) in message
     assert "--data-dir" in message
+
+
+def test_an_explicit_data_dir_is_the_only_place_looked_in(places):
+    write_files(places["cache"], places["contents"])  # a copy elsewhere is not what was asked
+    absent = places["tmp"] / "absent"
+    with pytest.raises(DataError) as caught:
+        find_dataset("fake", absent)
+    message = str(caught.value)
+    assert message == (
+        f"dataset fake not found in {absent} (looked in {absent / 'fake'}, {absent}); "
+        "point --data-dir at the folder holding its four files"
+    )
 
 
 def test_unknown_name_is_a_config_error():

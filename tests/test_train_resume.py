@@ -403,3 +403,20 @@ def test_a_change_mid_epoch_is_recorded_with_its_batch(tiny, tmp_path, capsys, m
     record = json.loads((run / "config.json").read_text())
     assert record["changes"] == [{"epoch": 2, "batch": 2, "lr": [1e-3, 5e-4]}]
     assert [row["lr"] for row in read_metrics(run)] == ["0.001", "0.0005", "0.0005"]
+
+
+def test_resume_may_say_where_the_same_files_are_now(tiny, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert run_main(start_args(tiny, out, "vae", 1), capsys)[0] == 0
+    run = only_run(out)
+    moved = tmp_path / "moved"
+    tiny.rename(moved)
+    status, _, stderr = run_main(["--resume", run, "--epochs", 2], capsys)
+    assert status == 2 and "cannot be loaded now" in one_line(stderr)
+    status, _, stderr = run_main(["--resume", run, "--epochs", 2, "--data-dir", moved], capsys)
+    assert status == 0, stderr
+    record = json.loads((run / "config.json").read_text())
+    assert record["data_dir"] == str(moved)
+    assert record["changes"] == [
+        {"epoch": 2, "epochs": [1, 2], "data_dir": [str(tiny), str(moved)]}
+    ]

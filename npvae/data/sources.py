@@ -10,10 +10,11 @@ returns the first folder that holds all of them:
    ``XDG_CACHE_HOME`` is unset, empty or relative, as the XDG spec says);
 3. the system folder Debian's dataset packages install to,
    ``/usr/share/datasets/<name>`` (``apt install dataset-fashion-mnist``);
-4. a download from the dataset's mirrors into the cache folder of step 2,
-   unless ``data_dir`` was given: the user said where the data is, so a
-   folder there with some of the files but not all is an error naming the
-   missing ones, and nothing found is an error, never a download.
+4. a download from the dataset's mirrors into the cache folder of step 2.
+
+When ``data_dir`` is given, the user has said where the data is: only step 1
+is searched, a folder there with some of the files but not all is an error
+naming the missing ones, and nothing found is an error, never a download.
 
 A file may be stored gzip-compressed (``<stem>.gz``) or raw (``<stem>``).
 Checksums are SHA-256 of the *decompressed* bytes, since mirrors and Debian
@@ -216,9 +217,11 @@ def search_path(name: str, data_dir: str | Path | None = None) -> list[tuple[Pat
     elif os.environ.get(DATA_ENV):
         user_dir, label = Path(os.environ[DATA_ENV]).expanduser(), DATA_ENV
     else:
-        user_dir = None
+        user_dir, label = None, None
     if user_dir is not None:
         places += [(user_dir / name, label), (user_dir, label)]
+    if label == "data_dir":
+        return places  # the user said where the data is: nowhere else
     places.append((cache_dir(name), "cache"))
     places.append((SYSTEM_DATA_DIR / name, "system"))
     return places
