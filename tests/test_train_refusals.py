@@ -362,3 +362,8 @@ def test_the_version():
             [sys.executable, "-m", module, "--version"], capture_output=True, text=True
         )
         assert done.returncode == 0 and done.stdout == f"npvae {npvae.__version__}\n", done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "npvae", "--bogus"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith("error: python -m npvae takes only --version")
