@@ -367,3 +367,30 @@ def test_the_version():
     )
     assert done.returncode == 2
     assert one_line(done.stderr).startswith("error: python -m npvae takes only --version")
+
+
+@pytest.mark.parametrize(
+    "stem", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte"],
+)  # fmt: skip
+def test_every_value_of_the_dimension_byte_through_the_cli(stem, place, capsys):
+    """Byte 3 of each of the four files set to each wrong value: one line naming the file
+    and the fault, status 2, and no run folder (that nothing the header asks for is
+    allocated first is test_data_idx's every-value test)."""
+    import gzip
+
+    path = place.data / f"{stem}.gz"
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    right = content[3]
+    kind = "a labels file" if "labels" in stem else "an images file"
+    for value in range(256):
+        if value == right:
+            continue
+        content[3] = value
+        path.write_bytes(gzip.compress(bytes(content), compresslevel=1))
+        status, stdout, stderr = run_main(place.new(), capsys)
+        line = one_line(stderr)
+        assert status == 2, line
+        assert line.startswith(f"error: {path}: IDX header (byte 3) says {value} dimensions")
+        assert kind in line
+    assert not (place.tmp / "runs").exists()
