@@ -78,32 +78,44 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     arrays, header = load_arrays(path)
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint (a saved model?)")
-    try:
-        model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
-        optim_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")}
-        run_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("run/")}
-        model = rebuild(header["model"]["kind"], header["model"]["config"], model_arrays, path)
-        return Checkpoint(
-            model=model,
-            optimizer_state=optim_arrays,
-            rng_state=header["rng"],
-            epoch=int(header["epoch"]),
-            step=int(header["step"]),
-            config=dict(header["config"]),
-            extra=dict(header.get("extra", {})),
-            run_arrays=run_arrays,
-        )
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: incomplete checkpoint (missing {err})") from None
+    for key, kind in (("model", dict), ("rng", dict), ("config", dict), ("extra", dict)):
+        if not isinstance(header.get(key), kind):
+            got = "missing" if key not in header else f"a {type(header[key]).__name__}"
+            raise CheckpointError(f"{path}: damaged checkpoint: its {key} record is {got}")
+    for key in ("epoch", "step"):
+        value = header.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(
+                f"{path}: damaged checkpoint: {key} is {value!r}, not a whole number >= 0"
+            )
+    stray = sorted(k for k in arrays if not k.startswith(("model/", "optim/", "run/")))
+    if stray:
+        raise CheckpointError(f"{path}: damaged checkpoint: unexpected arrays {stray[:3]}")
+    model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
+    optim_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")}
+    run_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("run/")}
+    model = rebuild(header["model"].get("kind"), header["model"].get("config"), model_arrays, path)
+    return Checkpoint(
+        model=model,
+        optimizer_state=optim_arrays,
+        rng_state=header["rng"],
+        epoch=header["epoch"],
+        step=header["step"],
+        config=header["config"],
+        extra=header["extra"],
+        run_arrays=run_arrays,
+    )
 
 
 def restore_rng(state: dict, source) -> np.random.Generator:
     """A ``numpy.random.Generator`` continuing from a saved ``bit_generator.state``."""
     try:
+        # Only numpy's bit generators: the name comes from a file, so it must not pick
+        # any other attribute of numpy.random.
+        if state["bit_generator"] not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
+            raise ValueError(state["bit_generator"])
         bit_generator = getattr(np.random, state["bit_generator"])()
         bit_generator.state = state
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         raise CheckpointError(f"{source}: damaged random-generator state") from None
     return np.random.Generator(bit_generator)

@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from npvae import __version__
 from npvae.errors import ConfigError
+from npvae.validate import (
+    BOUNDS,
+    CHOICES,
+    KINDS,
+    MODELS,
+    check_choice,
+    check_range,
+    check_type,
+    check_widths,
+    fits,
+)
 
-MODELS = ("vae", "iwae", "ae", "sparse-ae", "denoising-ae", "contractive-ae")
-DATASETS = ("auto", "mnist", "fashion-mnist", "digits")
+CONTRACTIVE = ("sigmoid", "tanh")
 
 
 def _help(text: str, default: str | None = None) -> dict:
@@ -65,8 +75,12 @@ class Config:
         ),
     )
     latent: int = field(default=20, metadata=_help("size of the latent space (code size for AEs)"))
-    activation: str = field(
-        default="relu", metadata=_help("relu, leaky-relu, tanh, sigmoid, softplus or elu")
+    activation: str | None = field(
+        default=None,
+        metadata=_help(
+            "relu, leaky-relu, tanh, sigmoid, softplus or elu (contractive-ae: sigmoid or tanh)",
+            default="relu; sigmoid for contractive-ae",
+        ),
     )
     likelihood: str = field(
         default="bernoulli",
@@ -135,69 +149,71 @@ class Config:
             return list(self.hidden)
         return [] if self.model == "contractive-ae" else [400]
 
+    def resolved_activation(self) -> str:
+        """The activation, with the model's default filled in."""
+        if self.activation is not None:
+            return self.activation
+        return "sigmoid" if self.model == "contractive-ae" else "relu"
+
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
-CHOICES = {
-    "model": MODELS,
-    "dataset": DATASETS,
-    "binarize": ("none", "static", "dynamic"),
-    "activation": ("relu", "leaky-relu", "tanh", "sigmoid", "softplus", "elu"),
-    "likelihood": ("bernoulli", "gaussian"),
-    "init": ("glorot", "he"),
-    "output_bias": ("zero", "data-mean"),
-    "optimizer": ("adam", "sgd", "momentum", "nesterov"),
-    "schedule": ("constant", "step", "exponential", "iwae"),
-    "sparsity": ("kl", "l1"),
-    "noise": ("mask", "gaussian", "salt-pepper"),
-    "dtype": ("float32", "float64"),
+_GENERATIVE = ("vae", "iwae")
+
+#: The settings that act on some runs only: name -> (the runs they act on, in words; a test).
+#: Given where it has no effect, a setting is refused; config.json records it as null there.
+APPLIES = {
+    "data_dir": ("--dataset mnist, fashion-mnist or auto", lambda c: c.dataset != "digits"),
+    "activation": (
+        "a model with hidden layers, or the contractive-ae",
+        lambda c: c.model == "contractive-ae" or bool(c.resolved_hidden()),
+    ),
+    "learn_var": (
+        "a vae or iwae with --likelihood gaussian",
+        lambda c: c.model in _GENERATIVE and c.likelihood == "gaussian",
+    ),
+    "lr_step": ("--schedule step", lambda c: c.schedule == "step"),
+    "lr_gamma": (
+        "--schedule step or exponential",
+        lambda c: c.schedule in ("step", "exponential"),
+    ),
+    **{
+        name: ("--model vae", lambda c: c.model == "vae")
+        for name in ("beta", "warmup", "free_bits", "samples")
+    },
+    "k": ("--model iwae", lambda c: c.model == "iwae"),
+    **{
+        name: ("--model sparse-ae", lambda c: c.model == "sparse-ae")
+        for name in ("sparsity", "sparsity_weight", "sparsity_target")
+    },
+    **{
+        name: ("--model denoising-ae", lambda c: c.model == "denoising-ae")
+        for name in ("noise", "noise_level")
+    },
+    "contraction": ("--model contractive-ae", lambda c: c.model == "contractive-ae"),
+    "adam_eps": ("--optimizer adam", lambda c: c.optimizer == "adam"),
+    "ll_samples": ("--model vae or iwae", lambda c: c.model in _GENERATIVE),
+    "ll_examples": (
+        "--model vae or iwae with --ll-samples above 0",
+        lambda c: c.model in _GENERATIVE and c.ll_samples > 0,
+    ),
 }
 
-#: The allowed values of every number, as intervals: "[" or "]" takes the end in, "(" or ")"
-#: leaves it out.  They are what the models, optimizers and schedules accept (noise level:
-#: also at most 1 unless the noise is gaussian), so a bad value stops here, before a run
-#: folder exists.  NaN is inside no interval, inf inside none of these.
-BOUNDS = {
-    "val_size": "[0, inf)",
-    "latent": "[1, inf)",
-    "epochs": "[1, inf)",
-    "batch_size": "[1, inf)",
-    "lr": "(0, inf)",
-    "adam_eps": "(0, inf)",
-    "lr_step": "[1, inf)",
-    "lr_gamma": "(0, inf)",
-    "clip": "[0, inf)",  # 0: off
-    "beta": "[0, inf)",
-    "warmup": "[0, inf)",
-    "free_bits": "[0, inf)",
-    "samples": "[1, inf)",
-    "k": "[1, inf)",
-    "sparsity_weight": "[0, inf)",
-    "sparsity_target": "(0, 1)",
-    "noise_level": "[0, inf)",
-    "contraction": "[0, inf)",
-    "ll_samples": "[0, inf)",
-    "ll_examples": "[0, inf)",
-    "seed": "[0, inf)",  # numpy's generators take any whole number >= 0
-}
 
-KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+def applies(name: str, config: Config) -> bool:
+    """Whether setting ``name`` has any effect on a run of ``config``."""
+    return name not in APPLIES or APPLIES[name][1](config)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _flag(name: str, value=None) -> str:
+    """The flag of field ``name`` as typed: ``--batch-size``; ``--no-figures`` for figures off."""
+    flag = "--" + name.replace("_", "-")
+    return flag.replace("--", "--no-", 1) if value is False else flag
 
 
 def _kind(name: str) -> type:
     default = FIELDS[name].default
     return str if default is None else type(default)
-
-
-def _fits(kind: type, value) -> bool:
-    """Whether a TOML or JSON value is of type ``kind`` (an int is a fine float; a bool no int)."""
-    if isinstance(value, bool):
-        return kind is bool
-    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 
 def parse_hidden(text, label: str = "--hidden") -> list[int]:
@@ -231,49 +247,37 @@ def _from_flag(name: str, text):
 
 
 def _typed(name: str, value, label: str):
-    """A TOML or JSON value, if its type is the field's; else a ConfigError naming ``label``."""
+    """A TOML or JSON value checked by the one set of rules (:mod:`npvae.validate`)."""
     if value is None and FIELDS[name].default is None:
         return None  # config.json and checkpoints store an unset field as null
+    if name == "hidden" and (isinstance(value, str) or fits(int, value)):
+        return parse_hidden(value, label)  # TOML may say "500,500" or 400, as the flag does
     if name == "hidden":
-        widths = isinstance(value, list) and all(_fits(int, width) for width in value)
-        if widths or isinstance(value, str) or _fits(int, value):
-            return parse_hidden(value, label)
-        expected = "a list of whole numbers like [500, 500]"
-    else:
-        kind = _kind(name)
-        if _fits(kind, value):
-            return float(value) if kind is float else value
-        expected = KINDS[kind]
-    got = "a table" if isinstance(value, dict) else repr(value)
-    raise ConfigError(f"{label} must be {expected}, got {got}")
+        return check_widths(value, label)
+    if name in CHOICES:
+        value = check_type(name, value, label)
+        check_choice(name, value, label)
+        return value
+    value = check_type(name, value, label)
+    if name in BOUNDS:
+        check_range(name, value, label)
+    return value
 
 
-def _check_range(name: str, value, label: str) -> None:
-    """Raise a ConfigError naming ``label`` unless ``value`` is inside ``BOUNDS[name]``."""
-    interval = BOUNDS[name]
-    low, high = (float(end) for end in interval[1:-1].split(","))
-    above = low <= value if interval[0] == "[" else low < value
-    below = value <= high if interval[-1] == "]" else value < high
-    if above and below:
-        return
-    if high == math.inf:
-        rule = f"{'at least' if interval[0] == '[' else 'more than'} {low:g}"
-    else:
-        rule = f"in {interval}"
-    if isinstance(value, float) and not math.isfinite(value):
-        rule = f"a finite number {rule}"
-    raise ConfigError(f"{label} must be {rule}, got {value}")
+def validate(config: Config, given: dict | None = None) -> Config:
+    """Check every value's range and name, and that each ``given`` setting acts on the run.
 
-
-def validate(config: Config) -> Config:
-    """Check every value's range and name; returns ``config`` or raises ConfigError."""
-    for name, choices in CHOICES.items():
-        if getattr(config, name) not in choices:
-            raise ConfigError(
-                f"{_flag(name)} {getattr(config, name)!r} is not one of: {', '.join(choices)}"
-            )
+    ``given`` maps the names the user set (by flag or in a TOML file) to how
+    they were set (``--no-figures``, ``run.toml: k``); one of them with no
+    effect on this run is refused.  Returns ``config`` or raises ConfigError.
+    """
+    for name in CHOICES:
+        value = getattr(config, name, None)
+        if name in FIELDS and not (value is None and FIELDS[name].default is None):
+            check_choice(name, value, _flag(name))
     for name in BOUNDS:
-        _check_range(name, getattr(config, name), _flag(name))
+        if name in FIELDS:
+            check_range(name, getattr(config, name), _flag(name))
     if config.noise != "gaussian" and config.noise_level > 1:
         raise ConfigError(
             f"--noise-level must be in [0, 1] for --noise {config.noise}, got {config.noise_level}"
@@ -285,11 +289,43 @@ def validate(config: Config) -> Config:
         )
     if config.model in ("vae", "iwae") and not config.resolved_hidden():
         raise ConfigError(f"{config.model} needs at least one hidden layer (--hidden 400)")
+    if config.model == "contractive-ae" and config.resolved_activation() not in CONTRACTIVE:
+        raise ConfigError(
+            f"contractive-ae takes --activation sigmoid or tanh (its code's), "
+            f"not {config.activation}"
+        )
+    for name, label in (given or {}).items():
+        if not applies(name, config):
+            where, _ = APPLIES[name]
+            raise ConfigError(
+                f"{label} has no effect on this run: it applies to {where} only; leave it out"
+            )
     return config
 
 
-def read_toml(path: str | Path) -> dict:
-    """The keys of a TOML config file (dashes or underscores), checked against the fields."""
+def record(config: Config) -> dict:
+    """The settings as ``config.json`` and checkpoints store them: defaults resolved, and
+    a setting with no effect on this run stored as null, so the record claims nothing false."""
+    values = dataclasses.asdict(config)
+    values["hidden"] = config.resolved_hidden()
+    values["activation"] = config.resolved_activation() if applies("activation", config) else None
+    for name in APPLIES:
+        if not applies(name, config):
+            values[name] = None
+    return values
+
+
+class Given(dict):
+    """The settings the user gave (name -> value), with how each was given in ``labels``."""
+
+    def __init__(self, values: dict, labels: dict) -> None:
+        super().__init__(values)
+        self.labels = labels
+
+
+def read_toml(path: str | Path) -> Given:
+    """The settings of a TOML file (keys with dashes or underscores), checked; ``.labels``
+    holds ``"<path>: <key>"`` for each, as errors name them."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -299,15 +335,14 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot read it ({err})") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
-    values = {}
+    values, labels = {}, {}
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in FIELDS:
             raise ConfigError(f"{path}: unknown key {key!r}; see python -m npvae.train --help")
-        values[name] = _typed(name, value, f"{path}: {key}")
-        if name in BOUNDS:
-            _check_range(name, values[name], f"{path}: {key}")
-    return values
+        labels[name] = f"{path}: {key}"
+        values[name] = _typed(name, value, labels[name])
+    return Given(values, labels)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -326,9 +361,20 @@ def make_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
         allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"npvae {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings (flags win)")
     parser.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped"
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR where it stopped (or from a checkpoint file in it); "
+        "the number of epochs, the learning rate and its schedule, and the evaluation and "
+        "figure settings may change, and each change is recorded in config.json",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_",
+        metavar="CHECKPOINT",
+        help="with --resume: last or best (default: last)",
     )
     for f in dataclasses.fields(Config):
         shown = f.metadata.get("default", "none" if f.default is None else f.default)
@@ -340,23 +386,70 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None) -> tuple[Config, dict, str | None]:
-    """``(config, explicitly given values, resume dir)`` from the command line.
+@dataclass(frozen=True)
+class ResumeRequest:
+    """``--resume PATH [--from last|best]``: a run folder, or a checkpoint file in one."""
+
+    path: str
+    checkpoint: str | None  # "last", "best", or None when not said
+
+
+def parse_args(argv: list[str] | None) -> tuple[Config, Given, ResumeRequest | None]:
+    """``(config, explicitly given values, resume request)`` from the command line.
 
     The config is defaults, then the TOML file, then the flags; the second
-    item holds only what the command line and the file said (for --resume).
+    item holds only what the command line and the file said (for --resume),
+    with ``.labels`` saying how each was said.
     """
     namespace = vars(make_parser().parse_args(argv))
     resume = namespace.pop("resume", None)
-    given = read_toml(namespace.pop("config")) if "config" in namespace else {}
-    given.update({name: _from_flag(name, value) for name, value in namespace.items()})
-    return validate(Config(**given)), given, resume
+    checkpoint = namespace.pop("from_", None)
+    if checkpoint is not None and resume is None:
+        raise ConfigError("--from picks the checkpoint of --resume RUN_DIR; give --resume too")
+    if checkpoint is not None and checkpoint not in ("last", "best"):
+        raise ConfigError(f"--from {checkpoint!r} is not one of: last, best")
+    given = read_toml(namespace.pop("config")) if "config" in namespace else Given({}, {})
+    for name, value in namespace.items():
+        given[name] = _from_flag(name, value)
+        given.labels[name] = _flag(name, value)
+    request = ResumeRequest(resume, checkpoint) if resume is not None else None
+    if request is not None:
+        return Config(), given, request  # checked against the saved config by the resume
+    return validate(Config(**given), given.labels), given, None
 
 
 def from_dict(values: dict, source) -> Config:
-    """Rebuild a Config from ``config.json`` or a checkpoint (unknown keys are an error)."""
+    """Rebuild a Config from ``config.json`` or a checkpoint, checked as the CLI checks flags.
+
+    Every setting must be there (unknown ones are an error).  A setting with no
+    effect on the run is null (or, in files of older npvae, its default); any
+    other value there is a claim the run never acted on, so the file is refused.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: the run's settings are not a table; was it written by npvae?")
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ConfigError(f"{source}: unknown settings {unknown}; was it written by npvae?")
-    typed = {name: _typed(name, value, f"{source}: {name}") for name, value in values.items()}
-    return validate(Config(**typed))
+    typed = {
+        name: _typed(name, value, f"{source}: {name}")
+        for name, value in values.items()
+        if value is not None or FIELDS[name].default is None
+    }
+    missing = sorted(set(FIELDS) - set(values))
+    if missing:
+        raise ConfigError(f"{source}: settings {missing} are missing; was it written by npvae?")
+    config = Config(**typed)
+    try:
+        validate(config)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    for name in FIELDS:
+        value, default = values[name], FIELDS[name].default
+        if applies(name, config) and value is None and default is not None:
+            raise ConfigError(f"{source}: {name} is null, but this run needs it")
+        if not applies(name, config) and value is not None and typed[name] != default:
+            raise ConfigError(
+                f"{source}: {name} is {value!r}, but it has no effect on this run "
+                f"(it applies to {APPLIES[name][0]} only); was the file edited?"
+            )
+    return config

@@ -116,6 +116,10 @@ class Optimizer(ABC):
         Learning rate, >= 0.  Settable later through the ``lr`` attribute.
     """
 
+    #: Buffer kinds that can never be negative (Adam's second moments), so a loaded
+    #: negative one is damage.
+    _nonnegative_buffers: tuple[str, ...] = ()
+
     def __init__(self, params: dict[str, np.ndarray], lr: float):
         if not isinstance(params, Mapping) or not params:
             raise ValueError("params must be a non-empty dict of name -> np.ndarray")
@@ -259,6 +263,16 @@ class Optimizer(ABC):
                         "resume with the model the checkpoint was saved from"
                     )
         for kind, buffers in self._buffers.items():
+            for name in buffers:
+                saved = state[f"{kind}/{name}"]
+                low = 0.0 if kind in self._nonnegative_buffers else -np.inf
+                # NaN fails both comparisons, so it is caught here, not blamed on the lr later.
+                if not (np.all(saved >= low) and np.all(saved < np.inf)):
+                    rule = "finite and >= 0" if low == 0 else "finite"
+                    raise CheckpointError(
+                        f"optimizer state '{kind}/{name}' must be {rule}; the checkpoint is damaged"
+                    )
+        for kind, buffers in self._buffers.items():
             for name, buffer in buffers.items():
                 np.copyto(buffer, state[f"{kind}/{name}"], casting="same_kind")
         self.lr = lr
@@ -373,6 +387,8 @@ class Adam(Optimizer):
     :func:`npvae.kernels.adam_update`.  State: ``"m/<name>"``, ``"v/<name>"``.
     See ``docs/backprop.md#adam``.
     """
+
+    _nonnegative_buffers = ("v",)
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ checkpoints, or a bare model file written by ``Model.save``.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def load_data(config: Config):
     """The dataset ``config`` names, with the automatic MNIST-else-digits choice and the split."""
     if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
         raise ConfigError(f"--data-dir {config.data_dir} is not a folder; check the path")
-    if config.dataset == "auto":
+    if config.dataset == "auto" and config.data_dir is None:
         try:
             data = load_dataset("mnist", config.data_dir)
         except DataError as err:
@@ -145,10 +146,15 @@ def load_data(config: Config):
                 reason = "no local copy, and the download failed"
             else:
                 reason = err
-            print(f"MNIST is not available ({reason}); training on the embedded digits instead")
+            print(
+                f"MNIST is not available ({reason}); training on the embedded digits instead",
+                file=sys.stderr,
+            )
             data = load_dataset("digits")
     else:
-        data = load_dataset(config.dataset, config.data_dir)
+        # With --data-dir the user said where the data is: no fallback, no download.
+        name = "mnist" if config.dataset == "auto" else config.dataset
+        data = load_dataset(name, config.data_dir)
     if config.val_size:
         data = split_validation(data, config.val_size, config.seed)
     return data
@@ -159,8 +165,11 @@ def recorded_data(config: Config, record: dict):
     used = record.get("dataset_used", config.dataset)
     try:
         data = load_data(replace(config, dataset=used))
-    except DataError as err:
-        raise DataError(f"this run trained on {used}, which cannot be loaded now: {err}") from None
+    except (DataError, ConfigError) as err:
+        hint = "; if its files have moved, give --data-dir DIR" if used != EMBEDDED_NAME else ""
+        raise DataError(
+            f"this run trained on {used}, which cannot be loaded now: {err}{hint}"
+        ) from None
     # Files are checked against their checksums; the embedded set is defined by its source.
     if used == EMBEDDED_NAME and data.source != record.get("data_source", data.source):
         raise DataError(

@@ -1,9 +1,10 @@
 """``python -m npvae.train``: train a model, and leave a run folder that tells the whole story.
 
 Reading order, top to bottom: :func:`main` turns user mistakes into one line
-on stderr; :func:`start` makes a new run (config, data, model, optimizer) or
-:func:`resume` rebuilds one from its last checkpoint; :func:`train` is the
-loop; :func:`finish` evaluates and draws.
+on stderr; :func:`start` makes a new run (config, data, model, optimizer, and
+a checkpoint at step 0, so every run folder can resume) or :func:`resume`
+rebuilds one from a checkpoint (the checks it makes are in :mod:`npvae.resume`);
+:func:`train` is the loop; :func:`finish` evaluates and draws.
 
 A run folder ``runs/<time>-<model>/`` holds ``config.json`` (the resolved
 config, the data actually used, the versions), ``metrics.csv`` (one row per
@@ -22,29 +23,24 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from npvae import __version__, evaluate, plots, runs
 from npvae._files import atomic_path, write_text
+from npvae.build import build_model, model_recipe, optimizer_for, schedule_for
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from npvae.config import Config, from_dict, parse_args
+from npvae.config import Config, ResumeRequest, from_dict, parse_args, record, validate
 from npvae.data import Batches
-from npvae.errors import ConfigError, NpvaeError
-from npvae.models import (
-    IWAE,
-    VAE,
-    Autoencoder,
-    ContractiveAutoencoder,
-    DenoisingAutoencoder,
-    SparseAutoencoder,
-)
-from npvae.optim import clip_grad_norm, make_optimizer, make_schedule
+from npvae.errors import CheckpointError, ConfigError, NpvaeError
+from npvae.optim import clip_grad_norm
+from npvae.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
 
 METRICS = [
     "epoch", "lr", "train_loss", "train_recon", "train_kl", "val_loss", "test_loss",
@@ -78,53 +74,7 @@ class Run:
     partial: dict = field(default_factory=dict)  # an interrupted epoch's order and sums
 
 
-# ----- building a run --------------------------------------------------------------------
-
-
-def build_model(config: Config, input_dim: int):
-    """The model ``config`` asks for, for ``input_dim`` pixels."""
-    common = {
-        "input_dim": input_dim,
-        "hidden": config.resolved_hidden(),
-        "activation": config.activation,
-        "init": config.init,
-        "dtype": config.dtype,
-        "seed": config.seed,
-    }
-    vae_common = {
-        **common,
-        "latent_dim": config.latent,
-        "likelihood": config.likelihood,
-        "learned_var": config.learn_var,
-    }
-    ae_common = {
-        **common,
-        "code_dim": config.latent,
-        "reconstruction": "bernoulli" if config.likelihood == "bernoulli" else "squared",
-    }
-    if config.model == "vae":
-        return VAE(
-            **vae_common,
-            beta=config.beta,
-            warmup_steps=config.warmup,
-            free_bits=config.free_bits,
-            n_samples=config.samples,
-        )
-    if config.model == "iwae":
-        return IWAE(**vae_common, k=config.k)
-    if config.model == "ae":
-        return Autoencoder(**ae_common)
-    if config.model == "sparse-ae":
-        return SparseAutoencoder(
-            **ae_common,
-            sparsity=config.sparsity,
-            sparsity_weight=config.sparsity_weight,
-            target=config.sparsity_target,
-            code_activation="sigmoid" if config.sparsity == "kl" else "relu",
-        )
-    if config.model == "denoising-ae":
-        return DenoisingAutoencoder(**ae_common, noise=config.noise, noise_level=config.noise_level)
-    return ContractiveAutoencoder(**ae_common, contraction=config.contraction)
+# ----- building a run (the objects themselves: npvae.build) -------------------------------
 
 
 def start(config: Config) -> Run:
@@ -143,15 +93,8 @@ def start(config: Config) -> Run:
         if not folder.exists():
             break
         folder = Path(config.out) / f"{stamp}-{config.model}-{suffix}"
-    try:
-        (folder / "checkpoints").mkdir(parents=True)
-    except OSError as err:
-        raise ConfigError(
-            f"cannot create the run folder {folder}: {err.strerror}; choose another with --out"
-        ) from None
-    record = {
-        **asdict(config),
-        "hidden": config.resolved_hidden(),
+    details = {
+        **record(config),
         "dataset_used": data.name,
         "data_source": data.source,
         "n_train": len(data.x_train),
@@ -159,63 +102,95 @@ def start(config: Config) -> Run:
         "n_test": len(data.x_test),
         "versions": _versions(),
     }
-    write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
-    _write_metrics(folder / "metrics.csv", [])
     if config.output_bias == "data-mean":
         model.init_output_bias(data.x_train.mean(axis=0) / 255)
-    optimizer = _make_optimizer(config, model.params)
-    return Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
-
-
-def resume(folder: str, given: dict) -> Run:
-    """Rebuild a run from ``folder/checkpoints/last.npz``; only ``--epochs`` may change.
-
-    It trains on the dataset the run recorded as used. ``--epochs`` may not go below
-    the epochs done; equal to them, only missing results are made (after a stop in
-    the final evaluation), else there is nothing to do.
-    """
-    folder = Path(folder)
-    path = folder / "checkpoints" / "last.npz"
-    if not (folder / "config.json").is_file() or not path.is_file():
-        raise ConfigError(f"{folder} is not a run folder with a checkpoint (no {path.name})")
-    changed = sorted(set(given) - {"epochs"})
-    if changed:
-        raise ConfigError(
-            f"--resume continues the saved config; only --epochs may be given (got {changed})"
-        )
-    saved = load_checkpoint(path)
-    config = from_dict({**saved.config, **given}, path)
+    optimizer = optimizer_for(config, model.params)
+    run = Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
+    # The folder is made under a hidden name and renamed when whole (config, empty
+    # metrics, a checkpoint at step 0), so a run folder can always resume: even after a
+    # kill, or a NaN, before the first epoch ends.
+    staging = folder.with_name(f".{folder.name}.part")
+    run.folder = staging
     try:
-        record = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ConfigError(f"{folder / 'config.json'} is damaged; this run cannot resume") from None
-    partial = saved.extra.get("partial", {})
-    if config.epochs < saved.epoch or (config.epochs == saved.epoch and partial):
+        (staging / "checkpoints").mkdir(parents=True)
+        write_text(staging / "config.json", json.dumps(details, indent=2) + "\n")
+        _write_metrics(staging / "metrics.csv", [])
+        _save(run, "last.npz")
+        staging.rename(folder)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
         raise ConfigError(
-            f"{folder} already has {saved.epoch} epochs; "
-            f"to train on, give --epochs more than {saved.epoch}"
-        )
-    if config.epochs == saved.epoch and (folder / "results.json").is_file():
+            f"cannot create the run folder {folder}: {err.strerror}; choose another with --out"
+        ) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    run.folder = folder
+    return run
+
+
+def resume(request: ResumeRequest, given: dict) -> Run:
+    """Rebuild a run from its last checkpoint (or best, or the one named) and go on.
+
+    Only the settings of :data:`npvae.resume.RESUMABLE` may change; each change
+    is recorded in ``config.json`` with the epoch (and batch) it takes effect
+    from.  It trains on the dataset the run recorded as used.  Every field of
+    the checkpoint is checked (:mod:`npvae.resume`) before anything is written.
+    """
+    place = locate(request)
+    folder, path = place.folder, place.checkpoint
+    check_flags(given)
+    try:
+        details = json.loads(place.config_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        details = None
+    if (
+        not isinstance(details, dict)
+        or not isinstance(details.get("dataset_used", ""), str)
+        or not isinstance(details.get("changes", []), list)
+    ):
+        raise ConfigError(f"{place.config_json} is damaged; this run cannot resume")
+    try:
+        saved = load_checkpoint(path)
+    except CheckpointError as err:
+        if hint_best(path):
+            raise CheckpointError(f"{err}{hint_best(path)}") from None
+        raise
+    before = from_dict(saved.config, path)
+    config = validate(replace(before, **given), given.labels if hasattr(given, "labels") else {})
+    if check_epochs(config, saved, place, given):
         raise TrainingStopped(
             f"nothing to do: {folder} already has its {saved.epoch} epochs and results; "
             f"to train on, give --epochs more than {saved.epoch}",
             0,
         )
     rows = _completed_metrics(folder / "metrics.csv", saved.epoch)
-    data = runs.recorded_data(config, record)
-    optimizer = _make_optimizer(config, saved.model.params)
+    data = runs.recorded_data(config, details)
+    best, partial = check_position(saved, len(data.x_train), config.batch_size, path)
+    cls, settings = model_recipe(config, data.x_train.shape[1])
+    saved_settings = {name: saved.model.config.get(name) for name in settings}
+    if saved.model.kind != cls.kind or saved_settings != settings:
+        raise CheckpointError(
+            f"{path}: its model is not the one its run settings describe; the checkpoint is "
+            f"damaged{hint_best(path)}"
+        )
+    optimizer = optimizer_for(config, saved.model.params)
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
-    run.epoch, run.step = saved.epoch, saved.step
-    run.best = saved.extra.get("best", math.inf)
-    run.partial = partial
-    if run.partial:
-        run.partial["order"] = saved.run_arrays["order"]
-    _write_metrics(folder / "metrics.csv", rows)
-    record["epochs"] = config.epochs
-    write_text(folder / "config.json", json.dumps(record, indent=2) + "\n")
+    run.epoch, run.step, run.best, run.partial = saved.epoch, saved.step, best, partial
+    changed = changes(before, config)
+    if path.name != "last.npz":
+        changed["from"] = [path.name]
+    details.update(record(config))
+    if changed:
+        entry = {"epoch": saved.epoch + 1, **({"batch": partial["batch"]} if partial else {})}
+        details.setdefault("changes", []).append({**entry, **changed})
     for stale in (folder / "checkpoints").glob(".*.npz.*"):
         stale.unlink(missing_ok=True)  # a temporary file a kill -9 left mid-write
+    _write_metrics(folder / "metrics.csv", rows)
+    write_text(place.config_json, json.dumps(details, indent=2) + "\n")
+    if changed:
+        _save(run, "last.npz", partial=partial or None)  # the new settings, from here on
     return run
 
 
@@ -240,7 +215,7 @@ def train(run: Run) -> None:
 
 def _train_epochs(run: Run, stop: _StopFlag) -> None:
     config, model = run.config, run.model
-    schedule = make_schedule(config.schedule, config.lr, **_schedule_options(config))
+    schedule = schedule_for(config)
     batches = Batches(
         run.data.x_train,
         config.batch_size,
@@ -327,14 +302,12 @@ def _check_finite(run: Run, loss: float, epoch: int, index: int) -> None:
     if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads):
         return
     what = "loss" if not math.isfinite(loss) else "gradient"
-    if (run.folder / "checkpoints" / "last.npz").is_file():
-        where = f"the last good checkpoint is in {run.folder / 'checkpoints'}"
-    else:
-        where = "no checkpoint was written, as the run diverged in its first epoch"
+    # start() wrote a checkpoint at step 0, so there is always one to go on from.
     raise TrainingStopped(
-        f"the {what} became NaN or infinite at epoch {epoch}, batch {index + 1}; "
-        f"lower the learning rate (it was {run.optimizer.lr:g} at this step) or clip gradients "
-        f"(--clip 1); {where}",
+        f"the {what} became NaN or infinite at epoch {epoch}, batch {index + 1} "
+        f"(learning rate {run.optimizer.lr:g}); go on from the last good checkpoint at a lower "
+        f"rate: python -m npvae.train --resume {run.folder} --lr {run.config.lr / 10:g}, "
+        "or clip gradients (--clip 1) in a new run",
         EXIT_NAN,
     )
 
@@ -352,7 +325,7 @@ def _save(run: Run, name: str, partial: dict | None = None) -> None:
         run.rng,
         epoch=run.epoch,
         step=run.step,
-        config=asdict(run.config),
+        config=record(run.config),
         extra=extra,
         run_arrays=arrays,
     )
@@ -459,22 +432,9 @@ def _eval_arrays(run: Run):
     return prepare(run.data.x_val), prepare(run.data.x_test)
 
 
-def _make_optimizer(config: Config, params: dict):
-    options = {"eps": config.adam_eps} if config.optimizer == "adam" else {}
-    return make_optimizer(config.optimizer, params, config.lr, **options)
-
-
 def _test_rng(config: Config, epoch: int) -> np.random.Generator:
     """The noise of the test loss after ``epoch``: the same for its row and for results.json."""
     return np.random.default_rng([config.seed, epoch, 1])
-
-
-def _schedule_options(config: Config) -> dict:
-    if config.schedule == "step":
-        return {"step_size": config.lr_step, "gamma": config.lr_gamma}
-    if config.schedule == "exponential":
-        return {"gamma": config.lr_gamma}
-    return {}
 
 
 class _StopFlag:
@@ -573,8 +533,8 @@ def _completed_metrics(path: Path, epochs: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
     try:
-        config, given, resume_dir = parse_args(argv)
-        run = resume(resume_dir, given) if resume_dir else start(config)
+        config, given, resume_request = parse_args(argv)
+        run = resume(resume_request, given) if resume_request else start(config)
         print(f"run folder: {run.folder}", flush=True)
         print(f"data: {run.data.summary()}", flush=True)
         print(f"model: {run.model!r}", flush=True)

@@ -6,19 +6,24 @@ import dataclasses
 
 import pytest
 
+from npvae.build import build_model
 from npvae.config import (
+    APPLIES,
     BOUNDS,
     FIELDS,
     Config,
+    applies,
     from_dict,
     make_parser,
     parse_args,
     read_toml,
+    record,
     validate,
 )
 from npvae.errors import ConfigError
 from npvae.optim import make_schedule
-from npvae.train import build_model, main
+from npvae.train import main
+from npvae.validate import CHOICES, MODELS, TYPES
 
 FLOAT_FIELDS = [name for name, f in FIELDS.items() if isinstance(f.default, float)]
 
@@ -38,14 +43,16 @@ def test_defaults_are_the_classic_mnist_vae():
 
 def test_flags_set_values_of_the_right_type():
     config, given, _ = parse_args(
-        ["--latent", "3", "--lr", "0.01", "--hidden", "500,300", "--no-figures", "--learn-var"]
-    )
+        ["--latent", "3", "--lr", "0.01", "--hidden", "500,300", "--no-figures", "--learn-var",
+         "--likelihood", "gaussian"]
+    )  # fmt: skip
     assert config.latent == 3 and isinstance(config.latent, int)
     assert config.lr == 0.01 and isinstance(config.lr, float)
     assert config.hidden == [500, 300]
     assert config.figures is False and config.learn_var is True
     assert given == {"latent": 3, "lr": 0.01, "hidden": [500, 300], "figures": False,
-                     "learn_var": True}  # fmt: skip
+                     "learn_var": True, "likelihood": "gaussian"}  # fmt: skip
+    assert given.labels["figures"] == "--no-figures" and given.labels["lr"] == "--lr"
 
 
 def test_toml_values_are_used_and_flags_override_them(tmp_path):
@@ -134,8 +141,11 @@ def test_from_dict_round_trips_and_refuses_unknown_keys():
     assert from_dict(dataclasses.asdict(with_folder), "config.json") == with_folder
     with pytest.raises(ConfigError, match=r"config.json: unknown settings \['latnet'\]"):
         from_dict({**dataclasses.asdict(config), "latnet": 3}, "config.json")
-    with pytest.raises(ConfigError, match="--latent"):
+    with pytest.raises(ConfigError, match="^config.json: latent must be at least 1, got 0$"):
         from_dict({"latent": 0}, "config.json")
+    with pytest.raises(ConfigError, match=r"config.json: settings \['beta', 'free_bits'"):
+        from_dict({name: value for name, value in dataclasses.asdict(config).items()
+                   if name not in ("beta", "free_bits")}, "config.json")  # fmt: skip
 
 
 def test_validate_checks_every_bound_and_choice():
@@ -174,7 +184,8 @@ def test_abbreviated_flags_are_refused():
 
 def test_every_number_has_a_range():
     numbers = {n for n, f in FIELDS.items() if type(f.default) in (int, float)}
-    assert numbers == set(BOUNDS)
+    assert numbers == set(BOUNDS) & set(FIELDS)
+    assert set(BOUNDS) - set(FIELDS) == {"input_dim", "init_log_var"}  # a saved model's own
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)
@@ -311,3 +322,52 @@ def test_a_bad_toml_value_stops_the_cli_before_any_run_folder(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"error: {path}: batch_size must be a whole number, got 100.0"]
     assert not out.exists()
+
+
+# ----- settings that act on some runs only (issue 10) -------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_the_record_holds_exactly_the_settings_that_act(model, likelihood):
+    """config.json stores null for a setting with no effect, and a value for every other."""
+    config = Config(model=model, likelihood=likelihood)
+    recorded = record(config)
+    assert set(recorded) == set(FIELDS)
+    for name in APPLIES:
+        if FIELDS[name].default is None:  # data_dir: null is also "not given, search"
+            continue
+        assert (recorded[name] is None) == (not applies(name, config)), name
+    assert recorded["activation"] == ("sigmoid" if model == "contractive-ae" else "relu")
+    assert from_dict(recorded, "config.json") == validate(replace_nulls(config, recorded))
+
+
+def replace_nulls(config, recorded):
+    """``config`` with its defaults resolved as from_dict resolves them."""
+    return dataclasses.replace(config, hidden=recorded["hidden"], activation=recorded["activation"])
+
+
+def test_every_setting_given_where_it_acts_is_accepted_and_elsewhere_refused():
+    examples = {
+        "learn_var": (["--model", "vae", "--likelihood", "gaussian"], ["--learn-var"]),
+        "k": (["--model", "iwae"], ["--k", "3"]),
+        "samples": (["--model", "vae"], ["--samples", "2"]),
+        "noise": (["--model", "denoising-ae"], ["--noise", "gaussian"]),
+        "contraction": (["--model", "contractive-ae"], ["--contraction", "0.2"]),
+        "lr_step": (["--schedule", "step"], ["--lr-step", "3"]),
+        "adam_eps": (["--optimizer", "adam"], ["--adam-eps", "1e-4"]),
+    }
+    for name, (where, flag) in examples.items():
+        assert parse_args([*where, *flag])[0] is not None
+        elsewhere = ["--model", "ae"] if name != "adam_eps" else ["--optimizer", "sgd"]
+        with pytest.raises(ConfigError, match=f"^{flag[0]} has no effect on this run"):
+            parse_args([*elsewhere, *flag])
+
+
+def test_the_validators_types_are_the_config_fields_types():
+    """One validator: its type of each setting is the type of the field's default."""
+    for name, field in FIELDS.items():
+        if name == "hidden" or name in CHOICES:
+            continue
+        expected = str if field.default is None else type(field.default)
+        assert TYPES[name] is expected, name

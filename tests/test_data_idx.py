@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,78 @@ def test_real_mnist_files():
     assert images.shape == (10_000, 28, 28)
     assert images.dtype == np.uint8
     assert images.max() == 255
+
+
+# ----- a header that lies about its dimensions --------------------------------------------
+
+#: MNIST's four files in miniature: (item shape the loader expects, the array).
+FOUR_FILES = {
+    "train-images-idx3-ubyte": ((28, 28), np.arange(12 * 784, dtype=np.uint8).reshape(12, 28, 28)),
+    "train-labels-idx1-ubyte": ((), np.arange(12, dtype=np.uint8) % 10),
+    "t10k-images-idx3-ubyte": ((28, 28), np.arange(5 * 784, dtype=np.uint8).reshape(5, 28, 28)),
+    "t10k-labels-idx1-ubyte": ((), np.arange(5, dtype=np.uint8) % 10),
+}
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+@pytest.mark.parametrize("stem", FOUR_FILES)
+def test_every_value_of_the_dimension_byte_is_caught_before_allocating(stem, compress, tmp_path):
+    """Byte 3 (the number of dimensions) set to each of 0..255, for each of the four files.
+
+    The one right value reads the file; every other is a one-line DataError naming the
+    file, raised before the payload is allocated (the peak of traced memory stays small,
+    where a header of 2 or 3 dimensions read as sizes would ask for gigabytes).
+    """
+    item_shape, array = FOUR_FILES[stem]
+    good = idx_bytes(array)
+    path = tmp_path / (stem + (".gz" if compress else ""))
+    for value in range(256):
+        content = good[:3] + bytes([value]) + good[4:]
+        path.write_bytes(gzip.compress(content, compresslevel=1) if compress else content)
+        if value == array.ndim:
+            np.testing.assert_array_equal(read_idx(path, item_shape=item_shape), array)
+            continue
+        # Memory is traced where the dimensions could be read as sizes (1 to 8 of them).
+        traced = 1 <= value <= 8
+        if traced:
+            tracemalloc.start()
+        try:
+            with pytest.raises(DataError) as caught:
+                read_idx(path, item_shape=item_shape)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            if traced:
+                tracemalloc.stop()
+        message = str(caught.value)
+        assert message.startswith(f"{path}: IDX header (byte 3) says {value} dimensions")
+        assert "\n" not in message
+        assert peak < 1 << 20, value
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+@pytest.mark.parametrize(
+    ("dims", "fault"),
+    [
+        ((12, 28, 29), "expected images of shape (n, 28, 28)"),
+        ((2**31, 28, 28), "header promises"),  # 1.6 TB promised, 9 KB there
+        ((13, 28, 28), "header promises"),  # one image more than the file holds
+        ((11, 28, 28), "header promises"),  # one fewer
+    ],
+)
+def test_sizes_that_do_not_match_the_file_are_caught_before_allocating(
+    dims, fault, compress, tmp_path
+):
+    array = FOUR_FILES["train-images-idx3-ubyte"][1]
+    content = idx_bytes(array)
+    content = content[:4] + np.asarray(dims, ">u4").tobytes() + content[16:]
+    path = tmp_path / ("images.gz" if compress else "images")
+    path.write_bytes(gzip.compress(content) if compress else content)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as caught:
+            read_idx(path, item_shape=(28, 28))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value).startswith(f"{path}: ") and fault in str(caught.value)
+    assert peak < 1 << 20

@@ -242,13 +242,39 @@ def test_raw_files_are_found_too(places):
     assert load_dataset("fake", folder, download=False).x_train.shape == (12, 784)
 
 
-def test_incomplete_folder_is_skipped_and_reported(places):
+def test_incomplete_data_dir_names_the_missing_files_and_looks_no_further(places):
+    """The user said where the data is: another copy elsewhere is not what they asked for."""
     partial = write_files(places["tmp"] / "partial", places["contents"], ["train_images"])
     write_files(places["system"], places["contents"])
-    assert find_dataset("fake", partial, download=False) == places["system"]
+    with pytest.raises(DataError) as caught:
+        find_dataset("fake", partial)
+    assert str(caught.value) == (
+        f"{partial}: no {STEMS['train_labels']}(.gz), {STEMS['test_images']}(.gz), "
+        f"{STEMS['test_labels']}(.gz) for dataset fake; add the missing files or point "
+        "--data-dir elsewhere"
+    )
+
+
+def test_incomplete_folder_elsewhere_is_skipped_and_reported(places, monkeypatch):
+    partial = write_files(places["tmp"] / "partial", places["contents"], ["train_images"])
+    monkeypatch.setenv("NPVAE_DATA", str(partial))
+    write_files(places["system"], places["contents"])
+    assert find_dataset("fake", download=False) == places["system"]
     (places["system"] / f"{STEMS['test_labels']}.gz").unlink()
-    with pytest.raises(DataError, match="only 1 of 4 files"):
-        find_dataset("fake", partial, download=False)
+    with pytest.raises(DataError, match=f"only 1 of 4 files; no {STEMS['train_labels']}"):
+        find_dataset("fake", download=False)
+
+
+def test_an_explicit_data_dir_never_leads_to_a_download(places, server, monkeypatch):
+    served, url = server
+    write_files(served, places["contents"])  # a download would succeed
+    monkeypatch.setenv("NPVAE_MIRROR", url)
+    empty = places["tmp"] / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError) as caught:
+        find_dataset("fake", empty)
+    assert str(caught.value).startswith(f"dataset fake not found in {empty} (looked in ")
+    assert_cache_untouched(places)
 
 
 def test_xdg_cache_home_is_honoured_and_relative_values_ignored(monkeypatch, tmp_path):
@@ -263,12 +289,24 @@ def test_xdg_cache_home_is_honoured_and_relative_values_ignored(monkeypatch, tmp
 
 def test_not_found_without_download_says_where_and_what_to_do(places):
     with pytest.raises(DataError) as caught:
-        find_dataset("fake", places["tmp"] / "absent", download=False)
+        find_dataset("fake", download=False)
     message = str(caught.value)
     assert "\n" not in message
-    for place in (places["tmp"] / "absent", places["cache"], places["system"]):
+    for place in (places["cache"], places["system"]):
         assert str(place) in message
     assert "--data-dir" in message
+
+
+def test_an_explicit_data_dir_is_the_only_place_looked_in(places):
+    write_files(places["cache"], places["contents"])  # a copy elsewhere is not what was asked
+    absent = places["tmp"] / "absent"
+    with pytest.raises(DataError) as caught:
+        find_dataset("fake", absent)
+    message = str(caught.value)
+    assert message == (
+        f"dataset fake not found in {absent} (looked in {absent / 'fake'}, {absent}); "
+        "point --data-dir at the folder holding its four files"
+    )
 
 
 def test_unknown_name_is_a_config_error():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from train_support import (
     SMALL,
+    SMALL_AE,
     isolate,
     one_line,
     only_run,
@@ -37,7 +38,9 @@ def tiny(tmp_path, monkeypatch):
 
 
 def train_run(tiny, out, capsys, *extra) -> tuple[str, object]:
-    argv = ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *SMALL, "--epochs", "2"]
+    model = extra[extra.index("--model") + 1] if "--model" in extra else "vae"
+    small = SMALL if model in ("vae", "iwae") else SMALL_AE  # no --ll-samples for an AE
+    argv = ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *small, "--epochs", "2"]
     status, stdout, stderr = run_main([*argv, *extra], capsys)
     assert status == 0, stderr
     return stdout, only_run(out)

@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from train_support import SMALL, isolate, one_line, only_run, tiny_spec, write_tiny_mnist
+from train_support import SMALL, SMALL_AE, isolate, one_line, only_run, tiny_spec, write_tiny_mnist
 
 from npvae import runs
 from npvae.data import make_digits, sources
@@ -52,9 +52,10 @@ def tiny_runs(tmp_path_factory):
         isolate(patch, root)
         data = root / "data"
         patch.setitem(sources.DATASETS, "mnist", tiny_spec(write_tiny_mnist(data)))
-        common = ["--dataset", "mnist", "--data-dir", str(data), *SMALL, "--epochs", "2"]
-        assert train_main([*common, "--out", str(root / "vae")]) == 0
-        assert train_main([*common, "--out", str(root / "dae"), "--model", "denoising-ae"]) == 0
+        common = ["--dataset", "mnist", "--data-dir", str(data), "--epochs", "2"]
+        assert train_main([*common, *SMALL, "--out", str(root / "vae")]) == 0
+        dae = [*common, *SMALL_AE, "--out", str(root / "dae"), "--model", "denoising-ae"]
+        assert train_main(dae) == 0
         yield data, only_run(root / "vae"), only_run(root / "dae")
 
 

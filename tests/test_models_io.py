@@ -17,6 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from damage import (
+    duplicate_first_member,
+    edit_array,
+    edit_header,
+    members,
+    npy_header_claiming,
+    replace_member,
+    rezip,
+)
 
 import npvae.models
 import npvae.serialize
@@ -530,3 +539,101 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monk
     assert os.listdir(tmp_path) == ["model.npz"]
     assert path.read_bytes() == old_bytes
     assert npvae.models.load(path).config == old.config
+
+
+# ----- valid zips, wrong inside -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_parameter_count_from_the_config_matches_the_built_model(variant):
+    """rebuild() checks a file's config sizes with this before allocating anything."""
+    model = _build(variant)
+    assert type(model).parameter_count(model.config) == sum(p.size for p in model.params.values())
+
+
+def _set(key, value):
+    def edit(header):
+        header["config"][key] = value
+
+    return edit
+
+
+# What the held-out fuzz of issue 10 found: each must be a CheckpointError naming the file.
+INSIDE = {
+    "text-not-zip": (lambda p: p.write_text("a text file\n" * 40), "not an npvae file"),
+    "npy-declares-16GiB": (
+        lambda p: replace_member(p, "decoder.0.W.npy", npy_header_claiming((2**17, 2**15))),
+        "declares shape",
+    ),
+    "npy-declares-8TiB": (
+        lambda p: replace_member(p, "decoder.0.W.npy", npy_header_claiming((2**21, 2**20))),
+        "declares shape",
+    ),
+    "zip-bomb": (
+        lambda p: rezip(
+            p,
+            [*members(p), ("bomb.npy", npy_header_claiming((2**24,)) + bytes(2**26))],
+            zipfile.ZIP_DEFLATED,
+        ),
+        "compressed",
+    ),
+    "member-without-npy-magic": (
+        lambda p: replace_member(p, "decoder.0.W.npy", b"no magic here" * 10),
+        "not a readable array",
+    ),
+    "duplicate-member": (
+        duplicate_first_member,
+        "twice",
+    ),
+    "kind-a-list": (lambda p: edit_header(p, lambda h: h.update(kind=["vae"])), "kind"),
+    "config-a-string": (lambda p: edit_header(p, lambda h: h.update(config="vae")), "config"),
+    "input-dim-a-string": (lambda p: edit_header(p, _set("input_dim", "10")), "input_dim"),
+    "beta-nan": (lambda p: edit_header(p, _set("beta", float("nan"))), "beta"),
+    "free-bits-inf": (lambda p: edit_header(p, _set("free_bits", float("inf"))), "free_bits"),
+    "n-samples-1.5": (lambda p: edit_header(p, _set("n_samples", 1.5)), "n_samples"),
+    "learned-var-yes": (lambda p: edit_header(p, _set("learned_var", "yes")), "learned_var"),
+    "absurd-sizes": (lambda p: edit_header(p, _set("hidden", [10**12])), "parameters"),
+    "missing-setting": (
+        lambda p: edit_header(p, lambda h: h["config"].pop("free_bits")),
+        "lacks ['free_bits']",
+    ),
+    "nan-weight": (
+        lambda p: edit_array(p, "decoder.0.W", lambda a: a.__setitem__((0, 0), np.nan)),
+        "decoder.0.W holds nan",
+    ),
+    "inf-weight": (
+        lambda p: edit_array(p, "encoder.0.b", lambda a: a.__setitem__(0, np.inf)),
+        "encoder.0.b holds inf",
+    ),
+    "huge-weight": (
+        lambda p: edit_array(p, "mu_head.W", lambda a: a.__setitem__((0, 0), 3e38)),
+        "mu_head.W holds 3",
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile's, as the test writes the copy
+@pytest.mark.parametrize("case", INSIDE)
+def test_a_valid_zip_wrong_inside_is_a_checkpoint_error_naming_file_and_fault(case, tmp_path):
+    damage, fault = INSIDE[case]
+    path = _build("vae").save(tmp_path / "model.npz")
+    damage(path)
+    with pytest.raises(CheckpointError) as err:
+        npvae.models.load(path)
+    _assert_names_the_file(err, path)
+    assert fault in str(err.value)
+    assert "pickle" not in str(err.value) or "never" in str(err.value)
+
+
+def test_adam_refuses_negative_or_nan_moments():
+    model = _build("vae")
+    adam = Adam(model.params)
+    name = next(iter(model.params))
+    for key, value, rule in (
+        (f"v/{name}", -1.0, "finite and >= 0"),
+        (f"m/{name}", np.nan, "finite"),
+    ):
+        state = adam.state_dict()
+        state[key].flat[0] = value
+        with pytest.raises(CheckpointError, match=f"'{key}' must be {rule}"):
+            Adam(model.params).load_state_dict(state)

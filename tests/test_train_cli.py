@@ -18,6 +18,7 @@ import pytest
 from train_support import (
     LOSS_COLUMNS,
     SMALL,
+    SMALL_AE,
     isolate,
     one_line,
     only_run,
@@ -138,7 +139,8 @@ def test_run_folder_holds_config_metrics_checkpoints_results_and_figures(tiny, t
 
 def test_no_figures_writes_none_and_an_autoencoder_has_no_kl(tiny, tmp_path, capsys):
     out = tmp_path / "runs"
-    status, _, stderr = run_main(tiny_args(tiny, out, "--epochs", "1", "--model", "ae"), capsys)
+    argv = ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *SMALL_AE, "--model", "ae"]
+    status, _, stderr = run_main([*argv, "--epochs", "1"], capsys)
     assert status == 0, stderr
     run = only_run(out)
     assert not list(run.glob("*.png"))
@@ -232,12 +234,14 @@ def test_resume_of_a_folder_that_is_not_a_run_is_an_error(tmp_path, capsys):
     assert line.startswith("error: ") and "not a run folder" in line
 
 
-def test_resume_may_change_only_the_epochs(tiny, tmp_path, capsys):
+def test_resume_may_change_only_what_leaves_the_model_and_data(tiny, tmp_path, capsys):
     out = tmp_path / "runs"
     assert run_main(tiny_args(tiny, out, "--epochs", "1"), capsys)[0] == 0
     status, _, stderr = run_main(["--resume", only_run(out), "--latent", "3"], capsys)
     assert status == 2
-    assert one_line(stderr).startswith("error: --resume continues the saved config")
+    assert one_line(stderr).startswith(
+        "error: --resume keeps the saved model and data, so --latent cannot be given with it"
+    )
 
 
 def test_damaged_checkpoint_on_resume_is_an_error(tiny, tmp_path, capsys):
@@ -267,13 +271,15 @@ def test_bad_config_file_is_an_error(text, named, tmp_path, capsys):
 
 def test_config_file_settings_reach_the_run(tiny, tmp_path, capsys):
     path = tmp_path / "run.toml"
-    path.write_text('model = "ae"\nbatch-size = 32\nll_samples = 0\nepochs = 5\n')
+    path.write_text('model = "ae"\nbatch-size = 32\nlatent = 3\nepochs = 5\n')
     out = tmp_path / "runs"
-    status, _, stderr = run_main([*tiny_args(tiny, out), "--config", path, "--epochs", 1], capsys)
+    argv = ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *SMALL_AE]
+    status, _, stderr = run_main([*argv, "--config", path, "--epochs", 1], capsys)
     assert status == 0, stderr
     config = json.loads((only_run(out) / "config.json").read_text())
     assert (config["model"], config["batch_size"], config["epochs"]) == ("ae", 64, 1)
-    assert config["ll_samples"] == 10  # the flags in SMALL win over the file too
+    assert config["latent"] == 2  # the flags in SMALL_AE win over the file too
+    assert config["ll_samples"] is None and config["k"] is None  # no effect on an ae
 
 
 # ----- no MNIST: the embedded digits -----------------------------------------------------
@@ -291,7 +297,8 @@ def test_without_mnist_the_default_trains_on_the_embedded_digits(offline, tmp_pa
     out = tmp_path / "runs"
     status, stdout, stderr = run_main(["--out", out, *SMALL, "--epochs", "1"], capsys)
     assert status == 0, stderr
-    notices = [line for line in stdout.splitlines() if line.startswith("MNIST is not available")]
+    assert "MNIST is not available" not in stdout  # a warning: stderr, not the run's lines
+    notices = [line for line in stderr.splitlines() if line.startswith("MNIST is not available")]
     assert len(notices) == 1
     assert "training on the embedded digits" in notices[0]
     config = json.loads((only_run(out) / "config.json").read_text())
@@ -321,7 +328,9 @@ def test_the_fallback_line_says_why_mnist_is_missing(failure, reason, monkeypatc
     monkeypatch.setattr(datasets, "DIGITS_N_TRAIN", 64)
     monkeypatch.setattr(datasets, "DIGITS_N_TEST", 16)
     data = runs.load_data(runs.Config(val_size=0))
-    line = one_line(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    line = one_line(captured.err)
+    assert captured.out == ""
     assert line.startswith("MNIST is not available (no local copy, and ") and reason in line
     assert data.name == "digits"
 
@@ -349,9 +358,10 @@ def test_python_m_npvae_train_falls_back_to_the_digits_end_to_end(tmp_path, monk
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    notices = [line for line in done.stdout.splitlines() if "MNIST is not available" in line]
-    assert len(notices) == 1 and "embedded digits" in notices[0]
+    assert "MNIST is not available" not in done.stdout
+    notices = done.stderr.splitlines()
+    assert len(notices) == 1 and notices[0].startswith("MNIST is not available")
+    assert "embedded digits" in notices[0]
     run = only_run(out)
     config = json.loads((run / "config.json").read_text())
     assert config["dataset_used"] == "digits" and config["n_train"] == 20_000

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from train_support import (
     SMALL,
+    SMALL_AE,
     assert_same_run,
     isolate,
     one_line,
@@ -33,9 +34,9 @@ from npvae.data import datasets, sources
 from npvae.models import VAE, DenoisingAutoencoder
 
 SETTINGS = {
-    "vae": (VAE, ["--model", "vae", "--val-size", "32"]),
+    "vae": (VAE, [*SMALL, "--model", "vae", "--val-size", "32"]),
     "denoising-ae-dynamic": (
-        DenoisingAutoencoder, ["--model", "denoising-ae", "--binarize", "dynamic"]
+        DenoisingAutoencoder, [*SMALL_AE, "--model", "denoising-ae", "--binarize", "dynamic"]
     ),
 }  # fmt: skip
 
@@ -49,7 +50,7 @@ def tiny(tmp_path, monkeypatch):
 
 
 def start_args(tiny, out, setting, epochs):
-    return ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *SMALL,
+    return ["--dataset", "mnist", "--data-dir", tiny, "--out", out,
             *SETTINGS[setting][1], "--epochs", epochs]  # fmt: skip
 
 
@@ -256,7 +257,7 @@ def test_a_run_on_the_fallback_digits_resumes_on_them_when_mnist_appears(
     out = tmp_path / "runs"
     status, stdout, stderr = run_main(["--out", out, *SMALL, "--epochs", 1], capsys)
     assert status == 0, stderr
-    assert "training on the embedded digits" in stdout
+    assert "training on the embedded digits" in stderr
     run = only_run(out)
     mnist = tmp_path / "mnist"
     monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(write_tiny_mnist(mnist)))
@@ -293,3 +294,129 @@ def test_a_run_on_mnist_does_not_fall_back_to_the_digits_when_mnist_is_gone(tiny
     assert line.startswith("error: this run trained on mnist, which cannot be loaded now")
     assert "embedded digits" not in stdout
     assert load_checkpoint(run / "checkpoints" / "last.npz").epoch == 1
+
+
+# ----- resuming with new settings, or from best.npz --------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change",
+    [["--lr", "5e-4"], ["--schedule", "step", "--lr-step", "2", "--lr-gamma", "0.5"]],
+    ids=["lr", "schedule"],
+)
+def test_a_rate_changed_at_epoch_2_is_bit_identical_to_that_schedule_from_the_start(
+    change, tiny, tmp_path, capsys
+):
+    """That schedule: 1e-3 for epochs 1 and 2, 5e-4 after, which the step schedule gives.
+
+    Schedules count epochs from the run's start, so a step schedule given at
+    epoch 2 halves the rate for epoch 3 as it would have in a run that began with it.
+    """
+    straight_out = tmp_path / "straight"
+    argv = start_args(tiny, straight_out, "vae", 4)
+    schedule = ["--schedule", "step", "--lr-step", "2", "--lr-gamma", "0.5"]
+    assert run_main([*argv, *schedule], capsys)[0] == 0
+    out = tmp_path / "changed"
+    assert run_main(start_args(tiny, out, "vae", 2), capsys)[0] == 0
+    run = only_run(out)
+    status, stdout, stderr = run_main(["--resume", run, "--epochs", 4, *change], capsys)
+    assert status == 0, stderr
+    assert_same_run(only_run(straight_out), run)
+    assert [row["lr"] for row in read_metrics(run)] == ["0.001", "0.001", "0.0005", "0.0005"]
+    record = json.loads((run / "config.json").read_text())
+    if change[0] == "--lr":
+        assert record["changes"] == [{"epoch": 3, "epochs": [2, 4], "lr": [1e-3, 5e-4]}]
+        assert record["lr"] == 5e-4 and record["lr_step"] is None
+    else:
+        assert record["changes"] == [
+            {"epoch": 3, "epochs": [2, 4], "schedule": ["constant", "step"],
+             "lr_step": [None, 2], "lr_gamma": [None, 0.5]}
+        ]  # fmt: skip
+        assert (record["schedule"], record["lr_step"], record["lr_gamma"]) == ("step", 2, 0.5)
+
+
+def test_resume_records_evaluation_and_figure_changes(tiny, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert run_main(start_args(tiny, out, "vae", 1), capsys)[0] == 0
+    run = only_run(out)
+    argv = ["--resume", run, "--epochs", 2, "--ll-samples", 3, "--ll-examples", 8]
+    status, _, stderr = run_main(argv, capsys)
+    assert status == 0, stderr
+    record = json.loads((run / "config.json").read_text())
+    assert record["changes"] == [
+        {"epoch": 2, "epochs": [1, 2], "ll_samples": [10, 3], "ll_examples": [32, 8]}
+    ]
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_log_likelihood"]["samples"] == 3
+    assert results["test_log_likelihood"]["examples"] == 8
+
+
+def test_a_damaged_last_checkpoint_points_to_best_and_from_best_goes_on(tiny, tmp_path, capsys):
+    straight = straight_run(tiny, tmp_path, "vae", capsys)  # 4 epochs
+    out = tmp_path / "damaged"
+    assert run_main(start_args(tiny, out, "vae", 3), capsys)[0] == 0
+    run = only_run(out)
+    best = load_checkpoint(run / "checkpoints" / "best.npz")
+    assert best.epoch == 3  # the loss still falls on these tiny runs: best is the last
+    last = run / "checkpoints" / "last.npz"
+    last.write_bytes(last.read_bytes()[:1000])
+    status, _, stderr = run_main(["--resume", run, "--epochs", 4], capsys)
+    assert status == 2
+    line = one_line(stderr)
+    assert "last.npz: damaged or truncated" in line and line.endswith("add --from best")
+
+    status, _, stderr = run_main(["--resume", run, "--epochs", 4, "--from", "best"], capsys)
+    assert status == 0, stderr
+    assert_same_run(straight, run)
+    record = json.loads((run / "config.json").read_text())
+    assert record["changes"] == [{"epoch": 4, "epochs": [3, 4], "from": ["best.npz"]}]
+
+
+def test_resume_takes_a_checkpoint_file_and_drops_the_epochs_after_it(tiny, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert run_main(start_args(tiny, out, "vae", 2), capsys)[0] == 0
+    run = only_run(out)
+    best = run / "checkpoints" / "best.npz"
+    # The first epoch's state, kept as a user might keep one: runs are deterministic,
+    # so a 1-epoch run of the same settings ends in exactly that state.
+    kept = run / "checkpoints" / "epoch1.npz"
+    straight = tmp_path / "straight"
+    assert run_main(start_args(tiny, straight, "vae", 1), capsys)[0] == 0
+    kept.write_bytes((only_run(straight) / "checkpoints" / "last.npz").read_bytes())
+    status, stdout, stderr = run_main(["--resume", kept, "--epochs", 3], capsys)
+    assert status == 0, stderr
+    assert "epoch 2/3" in stdout and "epoch 1/3" not in stdout
+    assert [row["epoch"] for row in read_metrics(run)] == ["1", "2", "3"]
+    assert load_checkpoint(run / "checkpoints" / "last.npz").epoch == 3
+    assert best.is_file()
+
+
+def test_a_change_mid_epoch_is_recorded_with_its_batch(tiny, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        interrupt_training_call(patch, VAE, call=4 + 2)  # epoch 2, after its 2nd batch
+        assert run_main(start_args(tiny, out, "vae", 3), capsys)[0] == 130
+    run = only_run(out)
+    status, _, stderr = run_main(["--resume", run, "--lr", "5e-4"], capsys)
+    assert status == 0, stderr
+    record = json.loads((run / "config.json").read_text())
+    assert record["changes"] == [{"epoch": 2, "batch": 2, "lr": [1e-3, 5e-4]}]
+    assert [row["lr"] for row in read_metrics(run)] == ["0.001", "0.0005", "0.0005"]
+
+
+def test_resume_may_say_where_the_same_files_are_now(tiny, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert run_main(start_args(tiny, out, "vae", 1), capsys)[0] == 0
+    run = only_run(out)
+    moved = tmp_path / "moved"
+    tiny.rename(moved)
+    status, _, stderr = run_main(["--resume", run, "--epochs", 2], capsys)
+    assert status == 2 and "cannot be loaded now" in one_line(stderr)
+    status, _, stderr = run_main(["--resume", run, "--epochs", 2, "--data-dir", moved], capsys)
+    assert status == 0, stderr
+    record = json.loads((run / "config.json").read_text())
+    assert record["data_dir"] == str(moved)
+    assert record["changes"] == [
+        {"epoch": 2, "epochs": [1, 2], "data_dir": [str(tiny), str(moved)]}
+    ]

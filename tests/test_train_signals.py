@@ -59,15 +59,20 @@ def wait_for(path, process: Spawned, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def first_checkpoint(out, process: Spawned):
-    """Wait for the run folder and its first last.npz; returns the run folder."""
+def run_folder(out, process: Spawned):
+    """Wait for the run folder (made whole, with its step-0 checkpoint); returns it."""
     deadline = time.monotonic() + 120
-    while not (out.exists() and any(out.iterdir())):
+    while not (out.exists() and any(not p.name.startswith(".") for p in out.iterdir())):
         assert process.process.poll() is None, f"ended early:\n{process.stderr}"
         assert time.monotonic() < deadline, "no run folder after 120 s"
         time.sleep(0.02)
-    run = only_run(out)
-    wait_for(run / "checkpoints" / "last.npz", process)
+    return only_run(out)
+
+
+def first_checkpoint(out, process: Spawned):
+    """Wait for the first epoch's checkpoint (best.npz: training is under way); the run folder."""
+    run = run_folder(out, process)
+    wait_for(run / "checkpoints" / "best.npz", process)
     return run
 
 
@@ -87,9 +92,10 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny,
     line = one_line(process.stderr)
     run = only_run(out)
     assert re.fullmatch(
-        r"the (loss|gradient) became NaN or infinite at epoch 2, batch \d+; "
-        r"lower the learning rate \(it was 1000 at this step\) or clip gradients \(--clip 1\); "
-        rf"the last good checkpoint is in {re.escape(str(run / 'checkpoints'))}",
+        r"the (loss|gradient) became NaN or infinite at epoch 2, batch \d+ \(learning rate 1000\); "
+        r"go on from the last good checkpoint at a lower rate: "
+        rf"python -m npvae.train --resume {re.escape(str(run))} --lr 0.0001, "
+        r"or clip gradients \(--clip 1\) in a new run",
         line,
     ), line
     last = load_checkpoint(run / "checkpoints" / "last.npz")
@@ -158,7 +164,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_cleans_up(tiny, tmp_path
     assert status == -signal.SIGKILL
     checkpoints = run / "checkpoints"
     saved = load_checkpoint(checkpoints / "last.npz")  # whatever the moment, it is whole
-    assert saved.epoch >= 1, f"killed after {delay:.3f} s"
+    assert saved.epoch >= 0, f"killed after {delay:.3f} s"  # a run has a checkpoint at step 0
     assert saved.step == saved.epoch * BATCHES_PER_EPOCH and not saved.extra.get("partial")
     load_checkpoint(checkpoints / "best.npz")
     # What a kill during a save leaves behind (save_arrays' temporary-file name).
@@ -175,18 +181,51 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_cleans_up(tiny, tmp_path
     assert_same_run(only_run(straight_out), run)
 
 
-def test_divergence_in_the_first_epoch_says_no_checkpoint_was_written(tiny, tmp_path, capsys):
+def test_kill_9_as_soon_as_the_run_folder_appears_leaves_a_run_that_resumes(tiny, tmp_path, capsys):
+    folder, checksums, env = tiny
+    out = tmp_path / "runs"
+    process = Spawned(tiny_args(folder, out, "--epochs", 2), checksums, env, tmp_path / "log")
+    try:
+        run = run_folder(out, process)
+        process.process.send_signal(signal.SIGKILL)
+        status = process.wait(timeout=60)
+    finally:
+        process.stop()
+    assert status == -signal.SIGKILL
+    saved = load_checkpoint(run / "checkpoints" / "last.npz")  # there from the start
+    status, _, stderr = run_main(["--resume", run], capsys)
+    assert status == 0, stderr
+    assert saved.epoch <= 2 and (run / "results.json").is_file()
+    straight = tmp_path / "straight"
+    assert run_main(tiny_args(folder, straight, "--epochs", 2), capsys)[0] == 0
+    assert_same_run(only_run(straight), run)
+
+
+def test_divergence_in_the_first_epoch_leaves_a_run_that_resumes_at_a_lower_rate(
+    tiny, tmp_path, capsys
+):
     folder, _, _ = tiny
     out = tmp_path / "runs"
     status, _, stderr = run_main(tiny_args(folder, out, "--epochs", 2, "--lr", 1e6), capsys)
     assert status == 3
+    run = only_run(out)
     assert re.fullmatch(
-        r"the (loss|gradient) became NaN or infinite at epoch 1, batch \d+; "
-        r"lower the learning rate \(it was 1e\+06 at this step\) or clip gradients \(--clip 1\); "
-        r"no checkpoint was written, as the run diverged in its first epoch",
+        r"the (loss|gradient) became NaN or infinite at epoch 1, batch \d+ "
+        r"\(learning rate 1e\+06\); go on from the last good checkpoint at a lower rate: "
+        rf"python -m npvae.train --resume {re.escape(str(run))} --lr 100000, "
+        r"or clip gradients \(--clip 1\) in a new run",
         one_line(stderr),
     )
-    assert not list((only_run(out) / "checkpoints").iterdir())
+    saved = load_checkpoint(run / "checkpoints" / "last.npz")
+    assert (saved.epoch, saved.step) == (0, 0)  # the checkpoint start() writes at step 0
+    status, _, stderr = run_main(["--resume", run, "--lr", 1e-3], capsys)
+    assert status == 0, stderr
+    straight = tmp_path / "straight"
+    status, _, stderr = run_main(tiny_args(folder, straight, "--epochs", 2), capsys)
+    assert status == 0, stderr
+    assert_same_run(only_run(straight), run)  # as if it had started at 1e-3
+    changes = json.loads((run / "config.json").read_text())["changes"]
+    assert changes == [{"epoch": 1, "lr": [1e6, 1e-3]}]
 
 
 def test_a_model_too_big_for_memory_is_an_error_before_the_run_folder(tiny, tmp_path, capsys):
@@ -215,7 +254,7 @@ def test_a_batch_too_big_for_memory_is_an_error_and_leaves_a_whole_run_folder(
     assert line.startswith("error: a batch does not fit in memory; reduce --batch-size, --k")
     run = only_run(out)
     assert sorted(path.name for path in run.rglob("*")) == [
-        "checkpoints", "config.json", "metrics.csv",
+        "checkpoints", "config.json", "last.npz", "metrics.csv",
     ]  # fmt: skip
     assert json.loads((run / "config.json").read_text())["k"] == 10**15
     assert read_metrics(run) == []

@@ -169,7 +169,9 @@ def load_dataset(
 
     def read(role: str) -> np.ndarray:
         expected = spec.files[role].sha256 if verify else None
-        return read_idx(paths[role], expected_sha256=expected)
+        # The header is checked against what the role needs before anything is allocated.
+        item_shape = IMAGE_SHAPE if role.endswith("images") else ()
+        return read_idx(paths[role], expected_sha256=expected, item_shape=item_shape)
 
     x_train, y_train = _checked_pair(read("train_images"), read("train_labels"), paths, "train")
     x_test, y_test = _checked_pair(read("test_images"), read("test_labels"), paths, "test")

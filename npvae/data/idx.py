@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
+import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,6 +54,10 @@ _CHUNK_BYTES = 1 << 20
 # No IDX file in the wild has more dimensions than this; a larger count means
 # the "header" is really something else.
 _MAX_NDIM = 8
+
+# Deflate cannot shrink data more than about 1032 to 1, so a gzip file decompresses to at
+# most this many times its size: a header promising more is lying.
+_MAX_DEFLATE_RATIO = 1040
 
 # gzip signals damage with any of these, depending on where the damage is.
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
@@ -113,7 +120,12 @@ def open_maybe_gzip(path: Path) -> BinaryIO:
     return raw
 
 
-def read_idx(path: str | Path, *, expected_sha256: str | None = None) -> np.ndarray:
+def read_idx(
+    path: str | Path,
+    *,
+    expected_sha256: str | None = None,
+    item_shape: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a NumPy array.
 
     Parameters
@@ -125,6 +137,10 @@ def read_idx(path: str | Path, *, expected_sha256: str | None = None) -> np.ndar
         hashed as they are read and a mismatch raises DataError; this is how
         a file of the wrong dataset, or one damaged in a way the format
         cannot show, is caught.
+    item_shape : tuple of int, optional
+        The shape of one item, if the caller knows it: ``()`` for a labels
+        file, ``(28, 28)`` for MNIST's images.  The header must then have
+        ``1 + len(item_shape)`` dimensions, the last ones ``item_shape``.
 
     Returns
     -------
@@ -136,18 +152,26 @@ def read_idx(path: str | Path, *, expected_sha256: str | None = None) -> np.ndar
     ------
     DataError
         If the file is missing, not IDX, truncated, longer than its header
-        says, a corrupt gzip stream, or (with ``expected_sha256``) not the
-        expected file.  The message names the file and the problem.
+        says, a corrupt gzip stream, of other dimensions than ``item_shape``
+        asks, or (with ``expected_sha256``) not the expected file.  The header
+        is checked against the file's size before anything is allocated.  The
+        message names the file and the problem.
     """
     path = Path(path)
     hasher = hashlib.sha256() if expected_sha256 is not None else None
     stream = open_maybe_gzip(path)
     try:
         with stream:
-            array = _read_stream(_HashingReader(stream, hasher), path)
+            size = _data_size(stream, path)
+            array = _read_stream(_HashingReader(stream, hasher), path, size, item_shape)
     except _GZIP_ERRORS as err:
         raise DataError(
             f"{path}: corrupt gzip data ({err}); delete the file and fetch it again"
+        ) from None
+    except MemoryError:
+        raise DataError(
+            f"{path}: its header declares an array too large for memory; the file is damaged, "
+            "fetch it again"
         ) from None
     except OSError as err:
         raise DataError(f"{path}: read failed ({err})") from None
@@ -162,8 +186,34 @@ def read_idx(path: str | Path, *, expected_sha256: str | None = None) -> np.ndar
     return array
 
 
-def _read_stream(reader: _HashingReader, path: Path) -> np.ndarray:
-    """Parse the header, then stream the payload into a fresh array."""
+@dataclass(frozen=True)
+class _Size:
+    """What a file says about its (decompressed) length before it is read."""
+
+    exact: int | None  # a raw file's length
+    modulo_4gib: int | None  # a gzip file's trailer: the length modulo 2**32
+    at_most: int  # a bound no honest file exceeds
+
+
+def _data_size(stream: BinaryIO, path: Path) -> _Size:
+    """The file's length, or for gzip its trailer's length mod 2**32 and deflate's bound."""
+    if not isinstance(stream, gzip.GzipFile):
+        size = os.fstat(stream.fileno()).st_size
+        return _Size(size, None, size)
+    raw = stream.fileobj
+    compressed = os.fstat(raw.fileno()).st_size
+    position = raw.tell()
+    raw.seek(max(compressed - 4, 0))
+    trailer = raw.read(4)
+    raw.seek(position)
+    modulo = int.from_bytes(trailer, "little") if len(trailer) == 4 else None
+    return _Size(None, modulo, _MAX_DEFLATE_RATIO * compressed + _CHUNK_BYTES)
+
+
+def _read_stream(
+    reader: _HashingReader, path: Path, size: _Size, item_shape: tuple[int, ...] | None
+) -> np.ndarray:
+    """Parse the header, check it against the file, then stream the payload into an array."""
     magic = reader.read_exact(4)
     if len(magic) < 4:
         raise DataError(f"{path}: file is {len(magic)} bytes long, too short for an IDX header")
@@ -175,14 +225,37 @@ def _read_stream(reader: _HashingReader, path: Path) -> np.ndarray:
     if type_code not in IDX_DTYPES:
         known = ", ".join(f"0x{code:02X}" for code in IDX_DTYPES)
         raise DataError(f"{path}: unknown IDX data type code 0x{type_code:02X} (known: {known})")
+    if item_shape is not None and ndim != 1 + len(item_shape):
+        raise DataError(
+            f"{path}: IDX header (byte 3) says {ndim} dimensions; expected "
+            f"{_kind_text(item_shape)}; is this {_kind_file(item_shape)}? "
+            "if so it is damaged: fetch it again"
+        )
     if not 1 <= ndim <= _MAX_NDIM:
         raise DataError(f"{path}: IDX header says {ndim} dimensions, expected 1 to {_MAX_NDIM}")
     dims_bytes = reader.read_exact(4 * ndim)
     if len(dims_bytes) < 4 * ndim:
         raise DataError(f"{path}: file ends inside the IDX header (truncated)")
     shape = tuple(int(d) for d in np.frombuffer(dims_bytes, dtype=">u4"))
+    shape_text = "x".join(map(str, shape))
+    if item_shape is not None and shape[1:] != tuple(item_shape):
+        raise DataError(
+            f"{path}: IDX header says shape ({', '.join(map(str, shape))}); expected "
+            f"{_kind_text(item_shape)}; is this {_kind_file(item_shape)}?"
+        )
     file_dtype = IDX_DTYPES[type_code]
-    n_expected = int(np.prod(shape, dtype=np.int64)) * file_dtype.itemsize
+    n_expected = math.prod(shape) * file_dtype.itemsize  # Python ints: no overflow
+    total = 4 + 4 * ndim + n_expected
+    promise = f"header promises {shape_text} {file_dtype.name} ({n_expected} data bytes)"
+    if size.exact is not None and total != size.exact:
+        held = size.exact - 4 - 4 * ndim
+        fault = "truncated" if held < n_expected else f"{held - n_expected} bytes more than that"
+        raise DataError(f"{path}: {promise} but the file holds {held}: {fault}; fetch it again")
+    if size.exact is None and (total > size.at_most or total % 2**32 != size.modulo_4gib):
+        raise DataError(
+            f"{path}: {promise} but its gzip trailer says otherwise (truncated, or a damaged "
+            "header); fetch it again"
+        )
 
     array = np.empty(shape, dtype=file_dtype)
     view = memoryview(array.reshape(-1).view(np.uint8))
@@ -190,10 +263,8 @@ def _read_stream(reader: _HashingReader, path: Path) -> np.ndarray:
     while filled < n_expected:
         n_read = reader.readinto(view[filled : filled + _CHUNK_BYTES])
         if not n_read:
-            shape_text = "x".join(map(str, shape))
             raise DataError(
-                f"{path}: truncated: header promises {shape_text} {file_dtype.name} "
-                f"({n_expected} data bytes) but the file holds only {filled}; fetch it again"
+                f"{path}: truncated: {promise} but the file holds only {filled}; fetch it again"
             )
         filled += n_read
     # Reading to the end also makes gzip check its CRC and length trailer.
@@ -207,9 +278,20 @@ def _read_stream(reader: _HashingReader, path: Path) -> np.ndarray:
             n_extra += len(more)
         raise DataError(
             f"{path}: {n_extra} bytes more than the header's shape "
-            f"{'x'.join(map(str, shape))} accounts for (wrong header or joined files)"
+            f"{shape_text} accounts for (wrong header or joined files)"
         )
     return array.astype(file_dtype.newbyteorder("="), copy=False)
+
+
+def _kind_text(item_shape: tuple[int, ...]) -> str:
+    """``"labels of shape (n,)"`` or ``"images of shape (n, 28, 28)"``."""
+    if not item_shape:
+        return "labels of shape (n,)"
+    return f"images of shape (n, {', '.join(map(str, item_shape))})"
+
+
+def _kind_file(item_shape: tuple[int, ...]) -> str:
+    return "a labels file" if not item_shape else "an images file"
 
 
 def decompressed_sha256(path: str | Path) -> str:

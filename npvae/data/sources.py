@@ -12,6 +12,10 @@ returns the first folder that holds all of them:
    ``/usr/share/datasets/<name>`` (``apt install dataset-fashion-mnist``);
 4. a download from the dataset's mirrors into the cache folder of step 2.
 
+When ``data_dir`` is given, the user has said where the data is: only step 1
+is searched, a folder there with some of the files but not all is an error
+naming the missing ones, and nothing found is an error, never a download.
+
 A file may be stored gzip-compressed (``<stem>.gz``) or raw (``<stem>``).
 Checksums are SHA-256 of the *decompressed* bytes, since mirrors and Debian
 recompress the files and the gzip bytes differ from one copy to the next.
@@ -213,9 +217,11 @@ def search_path(name: str, data_dir: str | Path | None = None) -> list[tuple[Pat
     elif os.environ.get(DATA_ENV):
         user_dir, label = Path(os.environ[DATA_ENV]).expanduser(), DATA_ENV
     else:
-        user_dir = None
+        user_dir, label = None, None
     if user_dir is not None:
         places += [(user_dir / name, label), (user_dir, label)]
+    if label == "data_dir":
+        return places  # the user said where the data is: nowhere else
     places.append((cache_dir(name), "cache"))
     places.append((SYSTEM_DATA_DIR / name, "system"))
     return places
@@ -271,6 +277,13 @@ def locate_dataset(
     owners: dict[Path, str] = {}  # user folders skipped: whose files they hold
     for folder, label in places:
         if not _holds_all(folder, spec):
+            if label == "data_dir" and _missing(folder, spec) != list(spec.files.values()):
+                # The user pointed at this folder and it holds part of the dataset.
+                absent = ", ".join(f"{data_file.stem}(.gz)" for data_file in _missing(folder, spec))
+                raise DataError(
+                    f"{folder}: no {absent} for dataset {name}; add the missing "
+                    f"file{'s' if ', ' in absent else ''} or point --data-dir elsewhere"
+                )
             continue
         if label not in ("data_dir", DATA_ENV):
             return folder, label
@@ -285,6 +298,12 @@ def locate_dataset(
             )
         owners[folder] = owner
     searched = ", ".join(_describe(folder, spec, owners.get(folder)) for folder, _ in places)
+    if data_dir is not None:
+        # The user said where the data is; a download into the cache would overrule them.
+        raise DataError(
+            f"dataset {name} not found in {data_dir} (looked in {searched}); "
+            f"point --data-dir at the folder holding its four files"
+        )
     if not download:
         raise DataError(
             f"dataset {name} not found (looked in {searched}) and downloading is off; "
@@ -319,13 +338,19 @@ def _other_dataset(folder: Path, spec: DatasetSpec) -> tuple[Path, str] | None:
     return None
 
 
+def _missing(folder: Path, spec: DatasetSpec) -> list[DataFile]:
+    """The files of ``spec`` that ``folder`` lacks (gzip or raw)."""
+    return [data_file for data_file in spec.files.values() if file_in(folder, data_file) is None]
+
+
 def _describe(folder: Path, spec: DatasetSpec, owner: str | None = None) -> str:
     """A folder's path, flagged if it holds some but not all of the files, or another dataset's."""
     if owner is not None:
         return f"{folder} (holds {owner})"
     n_present = sum(file_in(folder, data_file) is not None for data_file in spec.files.values())
     if n_present:
-        return f"{folder} (only {n_present} of {len(spec.files)} files)"
+        absent = ", ".join(data_file.stem for data_file in _missing(folder, spec))
+        return f"{folder} (only {n_present} of {len(spec.files)} files; no {absent})"
     return str(folder)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from npvae import kernels
 from npvae.errors import ConfigError
 from npvae.layers import sigmoid
-from npvae.models.base import Model, register
+from npvae.models.base import Model, mlp_parameter_count, register
 from npvae.network import MLP
 
 RECONSTRUCTIONS = ("bernoulli", "squared")
@@ -99,6 +99,11 @@ class Autoencoder(Model):
         )
         self.decoder = MLP(sizes[::-1], activation, rng=rng, dtype=self.dtype, init=init)
         self._collect(encoder=self.encoder, decoder=self.decoder)
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        sizes = [config["input_dim"], *config["hidden"], config["code_dim"]]
+        return mlp_parameter_count(sizes) + mlp_parameter_count(sizes[::-1])
 
     # ----- the verbs ---------------------------------------------------------------
 

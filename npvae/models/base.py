@@ -15,11 +15,16 @@ import numpy as np
 
 from npvae.errors import CheckpointError, ConfigError
 from npvae.serialize import load_arrays, save_arrays
+from npvae.validate import check_model_config
 
 #: Model kinds by the name saved in a file's header; filled by :func:`register`.
 REGISTRY: dict[str, type[Model]] = {}
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+
+#: No trained weight of these models comes near this (they are of order 1 to 10); a
+#: larger one in a file is damage, and would overflow float32 activations.
+MAX_ABS_PARAM = 1e6
 
 
 def register(cls: type[Model]) -> type[Model]:
@@ -34,6 +39,11 @@ def resolve_dtype(dtype) -> np.dtype:
     if name not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: use 'float32' or 'float64'")
     return np.dtype(DTYPES[name])
+
+
+def mlp_parameter_count(sizes) -> int:
+    """Weights and biases of an MLP of widths ``sizes``: ``Σ (a·b + b)`` over its layers."""
+    return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
 
 
 def _holders(part):
@@ -147,6 +157,11 @@ class Model:
             raise ValueError("pass rng (a numpy.random.Generator) or the noise array itself")
         return rng.standard_normal(shape, dtype=self.dtype)
 
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        """How many numbers a model of ``config`` holds, worked out without building it."""
+        raise NotImplementedError
+
     def describe(self) -> dict:
         """``{"kind": ..., "config": ...}``: what rebuilds this architecture."""
         return {"kind": self.kind, "config": self.config}
@@ -173,6 +188,8 @@ class Model:
             prefix = "model/"
             arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
             header = header.get("model", {})
+            if not isinstance(header, dict):
+                raise CheckpointError(f"{path}: damaged model record; use another checkpoint")
         elif header.get("format") != "npvae-model":
             raise CheckpointError(f"{path}: not an npvae model file")
         kind = header.get("kind")
@@ -199,6 +216,13 @@ class Model:
                     f"the model needs {target.dtype}{list(target.shape)}"
                 )
         for name, value in arrays.items():
+            if value.size and not np.all(np.abs(value) <= MAX_ABS_PARAM):  # NaN fails too
+                bad = value[~(np.abs(value) <= MAX_ABS_PARAM)].flat[0]
+                raise CheckpointError(
+                    f"{source}: parameter {name} holds {float(bad):g} (NaN, infinite, or above "
+                    f"{MAX_ABS_PARAM:g} in size); it is damaged, use another file"
+                )
+        for name, value in arrays.items():
             self.params[name][...] = value
 
     def __repr__(self) -> str:
@@ -207,13 +231,35 @@ class Model:
 
 
 def rebuild(kind: str, config: dict, arrays: dict[str, np.ndarray], source) -> Model:
-    """Build a ``kind`` model from its saved ``config`` and give it ``arrays``."""
-    if kind not in REGISTRY or not isinstance(config, dict):
+    """Build a ``kind`` model from its saved ``config`` and give it ``arrays``.
+
+    The config is checked by the CLI's rules (:func:`npvae.validate.check_model_config`)
+    and the number of parameters it describes against the arrays' before anything
+    is allocated, so a config of absurd sizes is an error, not a ``MemoryError``.
+    """
+    if not isinstance(kind, str) or kind not in REGISTRY:
         raise CheckpointError(f"{source}: not an npvae model (kind {kind!r})")
+    cls = REGISTRY[kind]
     try:
-        model = REGISTRY[kind](**config)
+        config = check_model_config(config, source)
+        expected = cls.parameter_count(config)
+    except ConfigError as err:
+        raise CheckpointError(f"{err}; the file is damaged") from None
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{source}: its config does not build a {kind} ({err})") from None
+    held = sum(array.size for array in arrays.values())
+    if expected != held:
+        raise CheckpointError(
+            f"{source}: its config describes a {kind} of {expected} parameters but the file "
+            f"holds {held}; the file is damaged"
+        )
+    try:
+        model = cls(**config)
     except (TypeError, KeyError, ValueError) as err:
         raise CheckpointError(f"{source}: its config does not build a {kind} ({err})") from None
+    missing = sorted(set(model.config) - set(config))
+    if missing:
+        raise CheckpointError(f"{source}: its config lacks {missing}; the file is damaged")
     model.set_params(arrays, source=source)
     return model
 

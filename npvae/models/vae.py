@@ -23,7 +23,7 @@ from npvae import kernels
 from npvae.distributions import DiagonalGaussian, make_likelihood
 from npvae.errors import ConfigError
 from npvae.layers import Linear
-from npvae.models.base import Model, register
+from npvae.models.base import Model, mlp_parameter_count, register
 from npvae.network import MLP
 
 
@@ -149,6 +149,18 @@ class VAE(Model):
             log_var_head=self.log_var_head,
             decoder=self.decoder,
             likelihood=self.likelihood,
+        )
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        input_dim, hidden, latent_dim = config["input_dim"], config["hidden"], config["latent_dim"]
+        heads = 2 * (hidden[-1] * latent_dim + latent_dim) if hidden else 0
+        learned = config["likelihood"] == "gaussian" and config["learned_var"]
+        return (
+            mlp_parameter_count([input_dim, *hidden])
+            + heads
+            + mlp_parameter_count([latent_dim, *hidden[::-1], input_dim])
+            + (input_dim if learned else 0)
         )
 
     @property

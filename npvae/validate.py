@@ -1,0 +1,185 @@
+"""The rules every setting obeys, written once: its type, and its range or its choices.
+
+Two readers use them.  :mod:`npvae.config` checks the CLI's flags, a TOML file,
+``config.json`` and a checkpoint's run config; :func:`npvae.models.base.rebuild`
+checks the config of a saved model before building it.  A model's keyword
+names differ from the CLI's (``latent_dim`` and ``code_dim`` are ``--latent``),
+so :data:`MODEL_NAMES` maps them onto the same rules: a value the CLI would
+refuse is refused in a file too, in the same words.
+
+A value is checked for its type first (a JSON ``"5"`` is no whole number, a
+``true`` no number, ``1.5`` no whole number), then for its interval or choice.
+NaN lies inside no interval, and inf inside none that ends at a number.
+"""
+
+from __future__ import annotations
+
+import math
+
+from npvae.errors import ConfigError
+
+MODELS = ("vae", "iwae", "ae", "sparse-ae", "denoising-ae", "contractive-ae")
+DATASETS = ("auto", "mnist", "fashion-mnist", "digits")
+ACTIVATIONS = ("relu", "leaky-relu", "tanh", "sigmoid", "softplus", "elu")
+
+CHOICES = {
+    "model": MODELS,
+    "dataset": DATASETS,
+    "binarize": ("none", "static", "dynamic"),
+    "activation": ACTIVATIONS,
+    "likelihood": ("bernoulli", "gaussian"),
+    "init": ("glorot", "he"),
+    "output_bias": ("zero", "data-mean"),
+    "optimizer": ("adam", "sgd", "momentum", "nesterov"),
+    "schedule": ("constant", "step", "exponential", "iwae"),
+    "sparsity": ("kl", "l1"),
+    "noise": ("mask", "gaussian", "salt-pepper"),
+    "dtype": ("float32", "float64"),
+    # a saved model's own settings
+    "code_activation": ACTIVATIONS,
+    "reconstruction": ("bernoulli", "squared"),
+}
+
+#: The allowed values of every number, as intervals: "[" or "]" takes the end in, "(" or ")"
+#: leaves it out.  They are what the models, optimizers and schedules accept (noise level:
+#: also at most 1 unless the noise is gaussian, checked by the readers).
+BOUNDS = {
+    "val_size": "[0, inf)",
+    "latent": "[1, inf)",
+    "epochs": "[1, inf)",
+    "batch_size": "[1, inf)",
+    "lr": "(0, inf)",
+    "adam_eps": "(0, inf)",
+    "lr_step": "[1, inf)",
+    "lr_gamma": "(0, inf)",
+    "clip": "[0, inf)",  # 0: off
+    "beta": "[0, inf)",
+    "warmup": "[0, inf)",
+    "free_bits": "[0, inf)",
+    "samples": "[1, inf)",
+    "k": "[1, inf)",
+    "sparsity_weight": "[0, inf)",
+    "sparsity_target": "(0, 1)",
+    "noise_level": "[0, inf)",
+    "contraction": "[0, inf)",
+    "ll_samples": "[0, inf)",
+    "ll_examples": "[0, inf)",
+    "seed": "[0, inf)",  # numpy's generators take any whole number >= 0
+    # a saved model's own settings
+    "input_dim": "[1, inf)",
+    "init_log_var": "(-inf, inf)",
+}
+
+#: A saved model's keyword -> the CLI setting whose rule it follows.
+MODEL_NAMES = {
+    "latent_dim": "latent",
+    "code_dim": "latent",
+    "n_samples": "samples",
+    "warmup_steps": "warmup",
+    "learned_var": "learn_var",
+    "target": "sparsity_target",
+}
+
+#: The type of every setting a rule names that is not a choice (choices are text).
+TYPES = {
+    **{name: int for name in ("val_size", "latent", "epochs", "batch_size", "lr_step")},
+    **{name: int for name in ("warmup", "samples", "k", "ll_samples", "ll_examples", "seed")},
+    **{name: float for name in ("lr", "lr_gamma", "clip", "beta", "free_bits", "contraction")},
+    "adam_eps": float,
+    **{name: float for name in ("sparsity_weight", "sparsity_target", "noise_level")},
+    "input_dim": int,
+    "init_log_var": float,
+    "learn_var": bool,
+    "figures": bool,
+    "out": str,
+    "data_dir": str,
+}
+
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def fits(kind: type, value) -> bool:
+    """Whether a TOML or JSON value is of type ``kind`` (an int is a fine float; a bool no int)."""
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+def check_type(name: str, value, label: str):
+    """``value`` as setting ``name``'s type (an int becomes a float), else a ConfigError."""
+    kind = str if name in CHOICES else TYPES[name]
+    if fits(kind, value):
+        return float(value) if kind is float else value
+    got = "a table" if isinstance(value, dict) else repr(value)[:60]
+    raise ConfigError(f"{label} must be {KINDS[kind]}, got {got}")
+
+
+def check_range(name: str, value, label: str) -> None:
+    """Raise a ConfigError naming ``label`` unless ``value`` is inside ``BOUNDS[name]``."""
+    interval = BOUNDS[name]
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    above = low <= value if interval[0] == "[" else low < value
+    below = value <= high if interval[-1] == "]" else value < high
+    if above and below:
+        return
+    if high == math.inf and low == -math.inf:
+        rule = "a finite number"
+    elif high == math.inf:
+        rule = f"{'at least' if interval[0] == '[' else 'more than'} {low:g}"
+    else:
+        rule = f"in {interval}"
+    if isinstance(value, float) and not math.isfinite(value) and rule != "a finite number":
+        rule = f"a finite number {rule}"
+    raise ConfigError(f"{label} must be {rule}, got {value}")
+
+
+def check_choice(name: str, value, label: str) -> None:
+    """Raise a ConfigError naming ``label`` unless ``value`` is one of ``CHOICES[name]``."""
+    if value not in CHOICES[name]:
+        raise ConfigError(f"{label} {value!r} is not one of: {', '.join(CHOICES[name])}")
+
+
+def check_widths(value, label: str) -> list[int]:
+    """Hidden widths from a JSON list of whole numbers >= 1, else a ConfigError."""
+    if not isinstance(value, list) or not all(fits(int, width) for width in value):
+        raise ConfigError(f"{label} must be a list of whole numbers like [500, 500], got {value!r}")
+    if any(width < 1 for width in value):
+        raise ConfigError(f"{label} must be positive widths, got {value!r}")
+    return list(value)
+
+
+def check_value(name: str, value, label: str):
+    """Type, then range or choice, of one setting (a CLI name or a saved model's keyword)."""
+    name = MODEL_NAMES.get(name, name)
+    if name == "hidden":
+        return check_widths(value, label)
+    value = check_type(name, value, label)
+    if name in BOUNDS:
+        check_range(name, value, label)
+    elif name in CHOICES:
+        check_choice(name, value, label)
+    return value
+
+
+def check_model_config(config, source) -> dict:
+    """A saved model's config, each value checked by the CLI's rules; raises ConfigError.
+
+    ``code_activation`` may be null (a linear code); every other key needs a value.
+    Keys no rule names are left for the model's constructor to refuse.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: the model's config is not a table")
+    checked = {}
+    for key, value in config.items():
+        known = key == "hidden" or MODEL_NAMES.get(key, key) in {*CHOICES, *BOUNDS, *TYPES}
+        if not known or (key == "code_activation" and value is None):
+            checked[key] = value
+            continue
+        checked[key] = check_value(key, value, f"{source}: model setting {key}")
+    noise = checked.get("noise", "gaussian")
+    if noise != "gaussian" and checked.get("noise_level", 0) > 1:
+        raise ConfigError(
+            f"{source}: model setting noise_level must be in [0, 1] for {noise} noise, "
+            f"got {checked['noise_level']}"
+        )
+    return checked
