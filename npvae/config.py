@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from npvae._threads import parse_threads
 from npvae.errors import ConfigError
 
 MODELS = ("vae", "iwae", "ae", "sparse-ae", "denoising-ae", "contractive-ae")
@@ -117,6 +118,13 @@ class Config:
     # --- the run
     dtype: str = field(default="float32", metadata=_help("float32 or float64"))
     seed: int = field(default=0, metadata=_help("seed of the weights, shuffling and noise"))
+    threads: str = field(
+        default="auto",
+        metadata=_help(
+            "threads for the matrix products and parallel kernels: a number, or auto "
+            "(the cores other work leaves idle, measured at the start)"
+        ),
+    )
     out: str = field(default="runs", metadata=_help("folder for run folders"))
 
     def resolved_hidden(self) -> list[int]:
@@ -227,6 +235,8 @@ def _typed(name: str, value, label: str):
         if widths or isinstance(value, str) or _fits(int, value):
             return parse_hidden(value, label)
         expected = "a list of whole numbers like [500, 500]"
+    elif name == "threads" and _fits(int, value):
+        return str(value)  # threads = 2 in TOML, as well as "auto"
     else:
         kind = _kind(name)
         if _fits(kind, value):
@@ -266,6 +276,7 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             f"--noise-level must be in [0, 1] for --noise {config.noise}, got {config.noise_level}"
         )
+    parse_threads(config.threads)
     if config.model == "contractive-ae" and config.resolved_hidden():
         raise ConfigError(
             "contractive-ae supports a one-layer encoder only: "

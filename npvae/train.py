@@ -32,6 +32,7 @@ import numpy as np
 
 from npvae import __version__, evaluate, plots
 from npvae._files import atomic_path, write_text
+from npvae._threads import CpuWatch, use_threads
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, from_dict, parse_args
 from npvae.data import Batches, binarize_static, load_dataset, split_validation
@@ -553,12 +554,15 @@ def _completed_metrics(path: Path, epochs: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
+    watch = CpuWatch()  # what other work uses while we load, for --threads auto
     try:
         config, given, resume_dir = parse_args(argv)
         run = resume(resume_dir, given) if resume_dir else start(config)
         print(f"run folder: {run.folder}", flush=True)
         print(f"data: {run.data.summary()}", flush=True)
         print(f"model: {run.model!r}", flush=True)
+        count, reason = use_threads(run.config.threads, watch)
+        print(f"threads: {count} ({reason})", flush=True)
         train(run)
         results = finish(run)
         print(f"done: {_summary(results)}", flush=True)
