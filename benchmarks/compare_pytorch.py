@@ -313,7 +313,8 @@ def compare(options) -> int:
             bounds.append(results["npvae"]["bound"])
             ratios.append(figures["npvae"][-1] / figures["torch"][-1])
             print(
-                f"  {config} run {run + 1}: npvae {figures['npvae'][-1]:.2f} s, "
+                f"  {config} run {run + 1}: npvae {figures['npvae'][-1]:.2f} s "
+                f"({results['npvae']['threads']} threads), "
                 f"torch {figures['torch'][-1]:.2f} s, ratio {ratios[-1]:.2f}, "
                 f"bound {bounds[-1]:.2f} s; {load_text()}",
                 flush=True,
