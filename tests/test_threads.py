@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -46,22 +47,44 @@ def test_a_number_is_taken_as_asked(monkeypatch):
     assert _threads.choose_threads("3") == (3, "as asked")
 
 
-def test_the_watch_sees_a_busy_process_and_not_its_own_work():
+class FakeClock:
+    """Stands in for the time module: ``process_time`` and ``monotonic`` read from lists."""
+
+    def __init__(self, own: list[float], wall: list[float]) -> None:
+        self.own, self.wall, self.slept = iter(own), iter(wall), []
+
+    def process_time(self) -> float:
+        return next(self.own)
+
+    def monotonic(self) -> float:
+        return next(self.wall)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def test_the_watch_counts_other_processes_and_not_this_one(monkeypatch):
+    # Over 2 s the machine was busy for 5 CPU-seconds, 1 of them this process's: others
+    # kept 2 cores busy.  Wall-clock reads: start, the wait check, the end.
+    machine = iter([(100.0, 400.0), (105.0, 404.0)])
+    monkeypatch.setattr(_threads, "_machine_cpu_seconds", lambda: next(machine))
+    clock = FakeClock(own=[7.0, 8.0], wall=[50.0, 52.0, 52.0])
+    monkeypatch.setattr(_threads, "time", clock)
+    assert _threads.CpuWatch().cores_busy_elsewhere(at_least=0.15) == pytest.approx(2.0)
+    assert clock.slept == [0.0]  # it had watched long enough already
+
+
+def test_the_watch_sees_a_busy_process():
     if _threads.CpuWatch().cores_busy_elsewhere(0.0) is None:
         pytest.skip("no /proc/stat here (not Linux)")
-    own = _threads.CpuWatch()
-    sum(i * i for i in range(2_000_000))  # this process's own work is not counted
-    own_busy = own.cores_busy_elsewhere()
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        watch = _threads.CpuWatch()
-        others = watch.cores_busy_elsewhere(1.0)
+        time.sleep(0.2)  # let it start
+        others = _threads.CpuWatch().cores_busy_elsewhere(1.0)
     finally:
         spinner.kill()
         spinner.wait()
-    # Other people's work on a shared machine adds to both, so compare the two.
-    assert others >= 0.5
-    assert others > own_busy
+    assert others >= 0.5  # the spinner's core, whatever else the machine is doing
 
 
 def test_set_threads_limits_the_blas_and_numba():
