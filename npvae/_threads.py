@@ -8,8 +8,9 @@ turn: on 2 cores, with other work beside it, a classic VAE step took 156-494 ms
 with 2 BLAS threads against 18-36 ms with one (``benchmarks/README.md``,
 "Training on a busy machine").  On a quiet machine the second thread makes
 the products faster.  So the right number is the number of cores that other
-work leaves idle, and that is what ``--threads auto`` (the default) measures,
-once, just before training starts.
+work leaves idle, and that is what ``--threads auto`` (the default) measures:
+watching from the start of the run, while the data load, and deciding once,
+just before training starts.
 
 Results: a thread count changes how OpenBLAS splits the inner sums of large
 products (K = 784 here), so the last bits of a run depend on it.  A run decides
@@ -26,12 +27,13 @@ import time
 from npvae._jit import USE_NUMBA
 from npvae.errors import ConfigError
 
-#: Seconds that ``auto`` watches the machine before it decides (the kernel counts
-#: CPU time in ticks of 10 ms, so this is 30 ticks a core).
+#: Seconds that ``auto`` watches the machine at least, before it decides (the kernel
+#: counts CPU time in ticks of 10 ms, so this is 15 ticks a core).
 SAMPLE_SECONDS = 0.15
 
-#: ``auto`` takes a core as idle when other processes leave this much of it free:
-#: a core that other work uses 30% of the time already stalls a spinning thread.
+#: ``auto`` takes a core as idle when other processes leave this much of it free.  Set
+#: on the safe side, as the costs are lopsided: on 2 cores one thread made a quiet step
+#: 1.5x slower, two threads beside other work made it 10x slower and more.
 IDLE_FRACTION = 0.7
 
 
