@@ -32,7 +32,7 @@ from npvae.data import binarize_static, load_dataset
 from npvae.evaluate import importance_sampled
 from npvae.models import VAE, load
 
-ROWS_PER_CHUNK = 20_000  # importance_sampled's max_rows
+ROWS_PER_CHUNK = 2_000  # importance_sampled's max_rows
 
 
 def matmul_seconds(model, n_rows: int) -> float:

@@ -109,6 +109,14 @@ def cases(dtype, rng):
         10,
     )
     yield ("adam_update", param_shape, kernels.adam_update_ref, kernels.adam_update, adam_args)
+    flat_grads = normal((1, 652_824))  # the classic VAE's gradients, as the NaN guard sees them
+    yield (
+        "all_finite",
+        flat_grads.shape,
+        kernels.all_finite_ref,
+        kernels.all_finite,
+        (flat_grads,),
+    )
     hidden = (128, 400)
     pre_activation = normal(hidden, 2.0)
     relu_out = np.maximum(pre_activation, 0)
@@ -171,6 +179,7 @@ calls = {
     "logsumexp": lambda: kernels.logsumexp(a),
     "adam_update": lambda: kernels.adam_update(a.copy(), a, b.copy(), b.copy(),
                                                1e-3, 0.9, 0.999, 1e-8, 1),
+    "all_finite": lambda: kernels.all_finite(a),
     "softplus": lambda: kernels.softplus(a),
     "sigmoid": lambda: kernels.sigmoid(a),
     "elu": lambda: kernels.elu(a),

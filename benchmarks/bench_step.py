@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from npvae._threads import use_threads
 from npvae.models import VAE
 from npvae.optim import Adam
 
@@ -76,7 +77,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--blocks", type=int, default=15, help="timed blocks per row")
     parser.add_argument("--calls", type=int, default=20, help="calls per block")
+    parser.add_argument("--threads", default="auto", help="as python -m npvae.train's --threads")
     options = parser.parse_args(argv)
+    threads, reason = use_threads(options.threads)
 
     rng = np.random.default_rng(0)
     vae = VAE(seed=0)
@@ -111,7 +114,10 @@ def main(argv=None) -> int:
     seconds = median_block_seconds(funcs, options.blocks, options.calls)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     steps_per_epoch = -(-60_000 // options.batch_size)
-    print(f"VAE 784-400-20, batch {options.batch_size}, float32; load average {load:.2f}")
+    print(
+        f"VAE 784-400-20, batch {options.batch_size}, float32; {threads} threads ({reason}); "
+        f"load average {load:.2f}"
+    )
     print()
     print("| part | ms per step | x matmuls | s per MNIST epoch |")
     print("| --- | ---: | ---: | ---: |")

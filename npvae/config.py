@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from npvae import __version__
+from npvae._threads import parse_threads
 from npvae.errors import ConfigError
 from npvae.validate import (
     BOUNDS,
@@ -141,6 +142,13 @@ class Config:
     # --- the run
     dtype: str = field(default="float32", metadata=_help("float32 or float64"))
     seed: int = field(default=0, metadata=_help("seed of the weights, shuffling and noise"))
+    threads: str = field(
+        default="auto",
+        metadata=_help(
+            "threads for the matrix products and parallel kernels: a number, or auto "
+            "(the cores other work leaves idle, measured at the start)"
+        ),
+    )
     out: str = field(default="runs", metadata=_help("folder for run folders"))
 
     def resolved_hidden(self) -> list[int]:
@@ -252,6 +260,8 @@ def _typed(name: str, value, label: str):
         return None  # config.json and checkpoints store an unset field as null
     if name == "hidden" and (isinstance(value, str) or fits(int, value)):
         return parse_hidden(value, label)  # TOML may say "500,500" or 400, as the flag does
+    if name == "threads" and fits(int, value):
+        return str(value)  # threads = 2 in TOML, as well as "auto"
     if name == "hidden":
         return check_widths(value, label)
     if name in CHOICES:
@@ -289,6 +299,7 @@ def validate(config: Config, given: dict | None = None) -> Config:
         )
     if config.model in ("vae", "iwae") and not config.resolved_hidden():
         raise ConfigError(f"{config.model} needs at least one hidden layer (--hidden 400)")
+    parse_threads(config.threads)
     if config.model == "contractive-ae" and config.resolved_activation() not in CONTRACTIVE:
         raise ConfigError(
             f"contractive-ae takes --activation sigmoid or tanh (its code's), "
@@ -418,6 +429,11 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Given, ResumeRequest | N
     return validate(Config(**given), given.labels), given, None
 
 
+#: Settings newer than the first npvae: a file of an older one lacks them, and their
+#: defaults are what that npvae did (Adam's 1e-8, a zero output bias, automatic threads).
+ADDED_LATER = ("adam_eps", "output_bias", "threads")
+
+
 def from_dict(values: dict, source) -> Config:
     """Rebuild a Config from ``config.json`` or a checkpoint, checked as the CLI checks flags.
 
@@ -435,7 +451,7 @@ def from_dict(values: dict, source) -> Config:
         for name, value in values.items()
         if value is not None or FIELDS[name].default is None
     }
-    missing = sorted(set(FIELDS) - set(values))
+    missing = sorted(set(FIELDS) - set(values) - set(ADDED_LATER))
     if missing:
         raise ConfigError(f"{source}: settings {missing} are missing; was it written by npvae?")
     config = Config(**typed)
@@ -444,7 +460,7 @@ def from_dict(values: dict, source) -> Config:
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     for name in FIELDS:
-        value, default = values[name], FIELDS[name].default
+        value, default = values.get(name, FIELDS[name].default), FIELDS[name].default
         if applies(name, config) and value is None and default is not None:
             raise ConfigError(f"{source}: {name} is null, but this run needs it")
         if not applies(name, config) and value is not None and typed[name] != default:

@@ -23,7 +23,7 @@ from npvae.errors import CheckpointError, ConfigError
 
 #: The settings a resumed run may change: none of them changes the model or its data
 #: (``data_dir`` says where the same files are now: they are checked by their checksums).
-RESUMABLE = ("epochs", "lr", "schedule", "lr_step", "lr_gamma", "figures", "ll_samples",
+RESUMABLE = ("epochs", "threads", "lr", "schedule", "lr_step", "lr_gamma", "figures", "ll_samples",
              "ll_examples", "data_dir")  # fmt: skip
 
 _SUMS = ("loss", "recon", "kl")

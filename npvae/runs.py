@@ -191,4 +191,5 @@ def prepare_images(images: np.ndarray, binarize: str, seed: int, dtype) -> np.nd
     """
     if binarize != "none":
         return binarize_static(images, seed).astype(dtype)
-    return (images / np.float32(255)).astype(dtype)
+    # float32 is already the model's dtype in the usual case: no second copy.
+    return (images / np.float32(255)).astype(dtype, copy=False)

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import __version__, evaluate, plots, runs
+from npvae import __version__, evaluate, kernels, runs
 from npvae._files import atomic_path, write_text
+from npvae._threads import CpuWatch, use_threads
 from npvae.build import build_model, model_recipe, optimizer_for, schedule_for
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, ResumeRequest, from_dict, parse_args, record, validate
@@ -298,8 +299,9 @@ def _epoch_row(run: Run, epoch: int, partial: dict, x_val, x_test) -> dict:
 
 def _check_finite(run: Run, loss: float, epoch: int, index: int) -> None:
     """The NaN guard: stop before a non-finite loss or gradient reaches the parameters."""
-    grads = run.model.grads.values()
-    if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads):
+    # One compiled pass over the packed gradients: a third of the time of np.isfinite
+    # on each array, every step.
+    if math.isfinite(loss) and kernels.all_finite(run.model.flat_grads):
         return
     what = "loss" if not math.isfinite(loss) else "gradient"
     # start() wrote a checkpoint at step 0, so there is always one to go on from.
@@ -380,6 +382,8 @@ def finish(run: Run) -> dict:
         results["posterior_mean_variance"] = [round(float(v), 5) for v in variances]
     write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
     if config.figures:
+        from npvae import plots  # matplotlib costs 30 MB; a run without figures never loads it
+
         title = runs.run_title(model, run.data.name, run.epoch)
         plots.make_figures(model, x_test, run.data.y_test, run.folder, rng, title=title)
         rows = _read_metrics(run.folder / "metrics.csv")
@@ -435,6 +439,19 @@ def _eval_arrays(run: Run):
 def _test_rng(config: Config, epoch: int) -> np.random.Generator:
     """The noise of the test loss after ``epoch``: the same for its row and for results.json."""
     return np.random.default_rng([config.seed, epoch, 1])
+
+
+def _without_training_images(data):
+    """``data`` with empty training arrays: the final evaluation and figures use the test set.
+
+    Letting the training images go (47 MB for MNIST) before the evaluation and matplotlib
+    allocate theirs keeps the peak memory of a classic MNIST run under 300 MB.
+    """
+    return replace(
+        data,
+        x_train=np.empty((0, data.x_train.shape[1]), data.x_train.dtype),
+        y_train=np.empty(0, data.y_train.dtype),
+    )
 
 
 class _StopFlag:
@@ -532,13 +549,17 @@ def _completed_metrics(path: Path, epochs: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
+    watch = CpuWatch()  # what other work uses while we load, for --threads auto
     try:
         config, given, resume_request = parse_args(argv)
         run = resume(resume_request, given) if resume_request else start(config)
         print(f"run folder: {run.folder}", flush=True)
         print(f"data: {run.data.summary()}", flush=True)
         print(f"model: {run.model!r}", flush=True)
+        count, reason = use_threads(run.config.threads, watch)
+        print(f"threads: {count} ({reason})", flush=True)
         train(run)
+        run.data = _without_training_images(run.data)
         results = finish(run)
         print(f"done: {_summary(results)}", flush=True)
         return 0

@@ -93,6 +93,7 @@ TYPES = {
     "figures": bool,
     "out": str,
     "data_dir": str,
+    "threads": str,
 }
 
 KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}

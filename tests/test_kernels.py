@@ -576,3 +576,16 @@ def test_a_new_process_loads_every_kernel_from_the_cache_instead_of_compiling():
     assert second["misses"] == 0, second
     # Ten kernels in two dtypes, less float64 softplus (it runs the reference).
     assert second["hits"] >= 19, second
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("position", [0, 777, 999])
+def test_all_finite_equals_reference(dtype, bad, position):
+    rng = np.random.default_rng(5)
+    x = normal(rng, (1000,), dtype, scale=1e3)
+    x[:3] = np.finfo(dtype).max, np.finfo(dtype).tiny, -np.finfo(dtype).max  # still finite
+    if bad is not None:
+        x[position] = bad
+    assert kernels.all_finite(x) is kernels.all_finite_ref(x) is (bad is None)
+    assert kernels.all_finite(x.reshape(10, 100)) is (bad is None)  # any shape
