@@ -82,3 +82,16 @@ def test_training_applies_adams_epsilon_and_the_output_bias(monkeypatch, tmp_pat
     default = train.start(validate(Config(**flags)))
     assert default.optimizer.eps == 1e-8
     assert not default.model.decoder.layers[-1].params["b"].any()
+
+
+def test_a_run_record_from_before_these_settings_still_loads():
+    """config.json of an older npvae lacks adam_eps, output_bias and threads: their defaults
+    are what that npvae did, so the record loads; any other missing setting is damage."""
+    from npvae.config import from_dict, record
+
+    values = record(Config())
+    older = {k: v for k, v in values.items() if k not in ("adam_eps", "output_bias", "threads")}
+    assert record(from_dict(older, "config.json")) == values
+    damaged = {k: v for k, v in values.items() if k != "lr"}
+    with pytest.raises(ValueError, match=r"settings \['lr'\] are missing"):
+        from_dict(damaged, "config.json")

@@ -227,3 +227,12 @@ def test_as_a_command_it_exits_0_or_2(tmp_path):
             "file k=2 n_test=50 seed=0"
         ]["log_likelihood"]["nats"]
     )
+
+
+def test_threads_are_chosen_and_recorded(tiny, tmp_path, capsys):
+    _, run = train_run(tiny, tmp_path / "runs", capsys)
+    status, out, _ = evaluate([run, "--k", "5", "--threads", "1"], capsys)
+    assert status == 0 and "threads: 1 (as asked)" in out
+    assert list(evaluations(run).values())[0]["threads"] == 1
+    status, _, err = evaluate([run, "--k", "5", "--threads", "none"], capsys)
+    assert status == 2 and "--threads must be auto or a whole number" in one_line(err)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from npvae import __version__, runs
 from npvae._files import write_text
+from npvae._threads import CpuWatch, parse_threads, use_threads
 from npvae.config import Config, validate
 from npvae.errors import ConfigError, NpvaeError
 from npvae.evaluate.report import evaluate_saved, evaluation_key, format_table
@@ -74,6 +75,12 @@ def make_parser() -> argparse.ArgumentParser:
         "(default: static for a Bernoulli decoder; a run folder knows its own)",
     )
     parser.add_argument("--out", help="the JSON file to add this evaluation to")
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        help="threads for the matrix products: a number, or auto (the cores other work "
+        "leaves idle; default)",
+    )
     parser.add_argument("--version", action="version", version=f"npvae {__version__}")
     return parser
 
@@ -158,12 +165,15 @@ def _progress(total: int):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.evaluate``; a user's mistake is one line on stderr, status 2."""
+    watch = CpuWatch()  # what other work uses while we load, for --threads auto
     try:
         args = make_parser().parse_args(argv)
+        parse_threads(args.threads)
         saved = runs.open_saved(args.run, args.checkpoint)
         x, _, dataset, binarize, seed = _test_images(saved, args)
         path = _eval_path(saved, args)
         evaluations = _read_evaluations(path)
+        threads, why = use_threads(args.threads, watch)
         bar = _progress(len(x))
         try:
             record = evaluate_saved(
@@ -176,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        record.update(dataset=dataset, binarize=binarize)
+        record.update(dataset=dataset, binarize=binarize, threads=threads)
         if binarize != "none":
             record["binarize_seed"] = seed
         key = evaluation_key(saved.checkpoint, saved.epoch, args.k, len(x), seed)
@@ -186,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             raise ConfigError(f"cannot write {path}: {err.strerror}; give --out") from None
         print(format_table(record))
+        print(f"threads: {threads} ({why})")
         print(f"written to {path} as {key!r}")
         return 0
     except NpvaeError as err:
