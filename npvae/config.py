@@ -356,16 +356,19 @@ def read_toml(path: str | Path) -> Given:
     return Given(values, labels)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a ConfigError (one line), not usage text and exit."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a ConfigError (one line), not usage text and exit.
+
+    Every npvae command line uses it (``train``, ``evaluate``, ``figures``).
+    """
 
     def error(self, message: str):
-        raise ConfigError(f"{message} (see python -m npvae.train --help)")
+        raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m npvae.train``, one per Config field, plus --config and --resume."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m npvae.train",
         description="Train an autoencoder or VAE and write a run folder: config, metrics, "
         "checkpoints and figures.",

@@ -19,20 +19,15 @@ from pathlib import Path
 from npvae import __version__, runs
 from npvae._files import write_text
 from npvae._threads import CpuWatch, parse_threads, use_threads
-from npvae.config import Config, validate
+from npvae.config import Config, OneLineParser, validate
 from npvae.errors import ConfigError, NpvaeError
 from npvae.evaluate.report import evaluate_saved, evaluation_key, format_table
 
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ConfigError(f"{message} (see python -m npvae.evaluate --help)")
-
-
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m npvae.evaluate",
         description="Evaluate a saved run or model on its test set: the ELBO and its terms, "
         "the importance-sampled log-likelihood, active units (VAE, IWAE); reconstruction "

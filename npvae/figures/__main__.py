@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from npvae.errors import ConfigError, NpvaeError
+from npvae.config import OneLineParser
+from npvae.errors import NpvaeError
 
 EXIT_USER_ERROR = 2
 
@@ -31,15 +32,8 @@ HELP = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a ConfigError (one line), not usage text and exit."""
-
-    def error(self, message: str):
-        raise ConfigError(f"{message} (see python -m npvae.figures --help)")
-
-
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m npvae.figures",
         description="Draw figures from a saved run, or compare three latent spaces.",
         allow_abbrev=False,
