@@ -9,6 +9,7 @@ needed to rebuild it, which is what :meth:`Model.save` writes and
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def _holders(part):
         yield from _holders(child)
 
 
-class Model:
+class Model(ABC):
     """Base class: subclasses build their parts in ``__init__`` and call :meth:`_collect`.
 
     Attributes
@@ -158,9 +159,9 @@ class Model:
         return rng.standard_normal(shape, dtype=self.dtype)
 
     @classmethod
+    @abstractmethod
     def parameter_count(cls, config: dict) -> int:
         """How many numbers a model of ``config`` holds, worked out without building it."""
-        raise NotImplementedError
 
     def describe(self) -> dict:
         """``{"kind": ..., "config": ...}``: what rebuilds this architecture."""
