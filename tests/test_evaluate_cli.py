@@ -15,26 +15,20 @@ import pytest
 from train_support import (
     SMALL,
     SMALL_AE,
-    isolate,
     one_line,
     only_run,
     read_metrics,
     run_main,
-    tiny_spec,
-    write_tiny_mnist,
+    use_tiny_mnist,
 )
 
-from npvae.data import sources
 from npvae.evaluate.__main__ import main as evaluate_main
 from npvae.models import VAE
 
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    isolate(monkeypatch, tmp_path)
-    folder = tmp_path / "data"
-    monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(write_tiny_mnist(folder)))
-    return folder
+    return use_tiny_mnist(monkeypatch, tmp_path)
 
 
 def train_run(tiny, out, capsys, *extra) -> tuple[str, object]:

@@ -24,8 +24,7 @@ from train_support import (
     only_run,
     read_metrics,
     run_main,
-    tiny_spec,
-    write_tiny_mnist,
+    use_tiny_mnist,
 )
 
 import npvae
@@ -40,11 +39,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """A folder holding the tiny MNIST, which ``load_dataset("mnist")`` accepts here."""
-    isolate(monkeypatch, tmp_path)
-    folder = tmp_path / "data"
-    checksums = write_tiny_mnist(folder)
-    monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(checksums))
-    return folder
+    return use_tiny_mnist(monkeypatch, tmp_path)
 
 
 def tiny_args(tiny, out, *extra) -> list[str]:

@@ -86,6 +86,17 @@ def tiny_spec(checksums: dict[str, str]) -> sources.DatasetSpec:
     return dataclasses.replace(spec, files=files, mirrors=())
 
 
+def use_tiny_mnist(monkeypatch, tmp_path: Path) -> Path:
+    """Isolate the test (:func:`isolate`) and make the tiny MNIST the one MNIST found.
+
+    Returns the folder holding its files, for ``--data-dir``.
+    """
+    isolate(monkeypatch, tmp_path)
+    folder = tmp_path / "data"
+    monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(write_tiny_mnist(folder)))
+    return folder
+
+
 def free_port() -> int:
     """A TCP port nobody listens on (closed right after it is found)."""
     with socket.socket() as probe:
