@@ -6,9 +6,14 @@ for the IWAE with k = 5 and 84.78 with k = 50 (one stochastic layer,
 ``configs/iwae-paper-*.toml``).  This script
 
 1. trains (``python -m npvae.train --config CONFIG``), or goes on training a
-   run (``--resume RUN``), for at most ``--minutes`` of wall-clock time if
-   given: then it stops the trainer with SIGINT, which writes a checkpoint,
-   so the same command with ``--resume`` continues it later;
+   run (``--resume RUN``), for at most ``--minutes`` of training if given
+   (metrics.csv's per-epoch seconds, plus the time since its last line):
+   then it stops the trainer with SIGINT, which writes a checkpoint, so the
+   same command with ``--resume`` continues it later.  Flags this script does
+   not know go to the trainer (``--threads 1 --schedule iwae-fit --epochs 820``).
+   Every ``--snapshot-minutes`` of training it copies the last checkpoint to
+   ``RUN/snapshots/``, and ``--curve RUN`` later evaluates those copies: the
+   curve of test NLL against training minutes;
 2. evaluates the last checkpoint (``python -m npvae.evaluate RUN --checkpoint
    last --k 5000``);
 3. appends a row to the results table in ``benchmarks/README.md`` (unless
@@ -31,6 +36,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,8 +48,12 @@ TABLE_HEADING = "## Reproducing the IWAE paper (reproduce_iwae.py)"
 PAPER = {("vae", 1): 86.76, ("iwae", 5): 85.54, ("iwae", 50): 84.78}
 
 
-def train(args) -> Path:
-    """Run the trainer (for at most ``args.minutes``); returns the run folder."""
+def train(args, trainer_flags: list[str]) -> Path:
+    """Run the trainer (for at most ``args.minutes`` of training); returns the run folder.
+
+    Every ``args.snapshot_minutes`` of training it copies the last checkpoint into
+    ``RUN/snapshots/`` for the curve of test NLL against training minutes.
+    """
     out = Path(args.out)
     before = set(out.iterdir()) if out.is_dir() else set()
     command = [sys.executable, "-m", "npvae.train"]
@@ -53,24 +63,48 @@ def train(args) -> Path:
         command += ["--config", args.config, "--out", str(out)]
         if args.data_dir:
             command += ["--data-dir", args.data_dir]
-    if args.epochs:
-        command += ["--epochs", str(args.epochs)]
+    command += trainer_flags
     print("$", shlex.join(command), flush=True)
     started = time.monotonic()
     trainer = subprocess.Popen(command)
-    deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
+    run = Path(args.resume) if args.resume else None
+    stopping, next_snapshot = False, args.snapshot_minutes
     while trainer.poll() is None:
-        if deadline is not None and time.monotonic() > deadline:
+        time.sleep(2)
+        if run is None:
+            new = sorted(set(out.iterdir()) - before) if out.is_dir() else []
+            run = new[0] if new else None
+        if run is None or not (run / "metrics.csv").exists():
+            continue
+        minutes = training_minutes(run, running=True)
+        if args.snapshot_minutes and minutes >= next_snapshot:
+            snapshot(run)
+            next_snapshot = (minutes // args.snapshot_minutes + 1) * args.snapshot_minutes
+        if args.minutes and minutes >= args.minutes and not stopping:
             trainer.send_signal(signal.SIGINT)  # a checkpoint, then exit 130
-            deadline = None
-        time.sleep(1)
+            stopping = True
     if trainer.returncode not in (0, 130):
         raise SystemExit(f"training ended with status {trainer.returncode}")
     args.wall_minutes = (time.monotonic() - started) / 60
-    if args.resume:
-        return Path(args.resume)
-    [run] = sorted(set(out.iterdir()) - before)
+    if run is None:
+        [run] = sorted(set(out.iterdir()) - before)
+    if args.snapshot_minutes:
+        snapshot(run)
     return run
+
+
+def snapshot(run: Path) -> None:
+    """Copy ``checkpoints/last.npz`` to ``snapshots/epoch-NNNN.npz`` (whole: it is replaced
+    atomically, so an open copy reads one complete version)."""
+    last = run / "checkpoints" / "last.npz"
+    rows = read_metrics(run)
+    if not last.exists() or not rows:
+        return
+    folder = run / "snapshots"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"epoch-{int(rows[-1]['epoch']):04d}.npz"
+    if not target.exists():
+        shutil.copyfile(last, target)
 
 
 def evaluate(run: Path, args) -> dict:
@@ -84,9 +118,21 @@ def evaluate(run: Path, args) -> dict:
     return max(evaluations.values(), key=lambda record: (record["epoch"], record["n_test"]))
 
 
-def training_minutes(run: Path) -> float:
+def read_metrics(run: Path) -> list[dict]:
     with open(run / "metrics.csv", newline="") as file:
-        return sum(float(row["seconds"]) for row in csv.DictReader(file)) / 60
+        return list(csv.DictReader(file))
+
+
+def training_minutes(run: Path, *, running: bool = False) -> float:
+    """The sum of the finished epochs' training seconds in metrics.csv, in minutes.
+
+    ``running``: add the time since metrics.csv was last written, an upper bound on
+    the unfinished epoch's training (it holds that epoch's evaluation and saves too).
+    """
+    seconds = sum(float(row["seconds"]) for row in read_metrics(run))
+    if running:
+        seconds += max(0.0, time.time() - (run / "metrics.csv").stat().st_mtime)
+    return seconds / 60
 
 
 def row(run: Path, record: dict, args, command: str) -> str:
@@ -140,16 +186,23 @@ def main() -> None:
     parser.add_argument("config", nargs="?", help="a TOML config (configs/iwae-paper-*.toml)")
     parser.add_argument("--resume", help="a run folder to go on training instead")
     parser.add_argument("--data-dir", help="MNIST's folder")
-    parser.add_argument("--minutes", type=float, default=0, help="training budget (0: none)")
-    parser.add_argument("--epochs", type=int, default=0, help="epochs in all (0: the config's)")
+    parser.add_argument(
+        "--minutes", type=float, default=0, help="budget of training minutes (0: none)"
+    )
+    parser.add_argument(
+        "--snapshot-minutes",
+        type=float,
+        default=10,
+        help="copy the last checkpoint to RUN/snapshots every this many training minutes",
+    )
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=0, help="test images (0: all)")
     parser.add_argument("--out", default="runs/reproduce")
     parser.add_argument("--no-record", action="store_true", help="do not touch README.md")
-    args = parser.parse_args()
+    args, trainer_flags = parser.parse_known_args()
     if bool(args.config) == bool(args.resume):
         parser.error("give a config or --resume RUN")
-    run = train(args)
+    run = train(args, trainer_flags)
     record = evaluate(run, args)
     line = row(run, record, args, shlex.join(["python", *sys.argv]))
     print(line)

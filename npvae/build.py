@@ -93,6 +93,8 @@ def schedule_for(config: Config) -> Schedule:
         options = {"step_size": config.lr_step, "gamma": config.lr_gamma}
     elif config.schedule == "exponential":
         options = {"gamma": config.lr_gamma}
+    elif config.schedule == "iwae-fit":
+        options = {"epochs": config.epochs}
     else:
         options = {}
     return make_schedule(config.schedule, config.lr, **options)

@@ -110,7 +110,10 @@ class Config:
     )
     schedule: str = field(
         default="constant",
-        metadata=_help("learning-rate schedule: constant, step, exponential or iwae"),
+        metadata=_help(
+            "learning-rate schedule: constant, step, exponential, iwae (the IWAE paper's 8 "
+            "stages, 3280 epochs) or iwae-fit (those stages fitted to --epochs)"
+        ),
     )
     lr_step: int = field(default=10, metadata=_help("step schedule: epochs between decays"))
     lr_gamma: float = field(default=0.5, metadata=_help("step/exponential schedule: decay factor"))

@@ -549,25 +549,37 @@ class IWAESchedule(Schedule):
         Learning rate of the first stage (the paper uses 1e-3 with Adam).
     stages : int, default 8
         Number of stages; the paper uses 8, i.e. 3280 epochs.
+    epochs : int, optional
+        Stretch or squeeze the stages, keeping their proportions, so that they
+        last this many epochs (None: the paper's lengths).
 
     Notes
     -----
     Stage ``i = 0 .. stages-1`` lasts ``3**i`` epochs at ``lr * 10**(-i/7)``,
     so stage ``i`` starts at epoch ``(3**i - 1) / 2`` (0, 1, 4, 13, 40, ...)
     and the schedule lasts ``total_epochs = (3**stages - 1) / 2`` epochs.
+    With ``epochs`` given, epoch ``e`` takes the rate of the paper's epoch
+    ``e * total_epochs / epochs``: 820 epochs run the 8 stages at a quarter of
+    their length (1 epoch at 1e-3, then 3, 6, 21, 60, 183 and the last 546 at
+    1e-4; the second stage, a quarter of an epoch, falls between two epochs).
     Past the end it stays at the last stage's rate.
     """
 
-    def __init__(self, lr: float, stages: int = 8):
+    def __init__(self, lr: float, stages: int = 8, epochs: int | None = None):
         self.lr = _check_lr(lr)
         self.stages = _check_positive_int("stages", stages)
         #: Sum of all stage lengths, ``sum(3**i for i in range(stages))``.
         self.total_epochs = (3**self.stages - 1) // 2
+        #: The epochs the stages are spread over (``total_epochs`` for the paper's own).
+        self.epochs = self.total_epochs if epochs is None else _check_positive_int("epochs", epochs)
 
     def stage(self, epoch: int) -> int:
         """The 0-based stage that ``epoch`` falls in (the last stage past the end)."""
+        # Epoch e is at the paper's epoch e * total / epochs; compared in integers, so that
+        # the paper's own lengths are exact.
+        scaled = epoch * self.total_epochs
         stage, stage_end = 0, 1
-        while epoch >= stage_end and stage < self.stages - 1:
+        while scaled >= stage_end * self.epochs and stage < self.stages - 1:
             stage += 1
             stage_end += 3**stage
         return stage
@@ -576,7 +588,15 @@ class IWAESchedule(Schedule):
         return self.lr * 10.0 ** (-self.stage(epoch) / 7)
 
     def __repr__(self) -> str:
-        return f"IWAESchedule(lr={self.lr!r}, stages={self.stages!r})"
+        fitted = "" if self.epochs == self.total_epochs else f", epochs={self.epochs!r}"
+        return f"{type(self).__name__}(lr={self.lr!r}, stages={self.stages!r}{fitted})"
+
+
+class FittedIWAESchedule(IWAESchedule):
+    """:class:`IWAESchedule` with its stages fitted to the run's ``epochs`` (``iwae-fit``)."""
+
+    def __init__(self, lr: float, epochs: int, stages: int = 8):
+        super().__init__(lr, stages, epochs)
 
 
 #: Optimizer names accepted by :func:`make_optimizer`, with their fixed settings.
@@ -593,6 +613,7 @@ SCHEDULES: dict[str, type[Schedule]] = {
     "step": StepLR,
     "exponential": ExponentialLR,
     "iwae": IWAESchedule,
+    "iwae-fit": FittedIWAESchedule,
 }
 
 
@@ -646,13 +667,13 @@ def make_schedule(name: str, lr: float, **kw) -> Schedule:
 
     Parameters
     ----------
-    name : {"constant", "step", "exponential", "iwae"}
-        :class:`ConstantLR`, :class:`StepLR`, :class:`ExponentialLR` or
-        :class:`IWAESchedule`.
+    name : {"constant", "step", "exponential", "iwae", "iwae-fit"}
+        :class:`ConstantLR`, :class:`StepLR`, :class:`ExponentialLR`,
+        :class:`IWAESchedule` or :class:`FittedIWAESchedule`.
     lr : float
         Initial learning rate.
     **kw
-        The schedule's other arguments (``step_size``, ``gamma``, ``stages``).
+        The schedule's other arguments (``step_size``, ``gamma``, ``stages``, ``epochs``).
 
     Raises
     ------

@@ -31,7 +31,7 @@ CHOICES = {
     "init": ("glorot", "he"),
     "output_bias": ("zero", "data-mean"),
     "optimizer": ("adam", "sgd", "momentum", "nesterov"),
-    "schedule": ("constant", "step", "exponential", "iwae"),
+    "schedule": ("constant", "step", "exponential", "iwae", "iwae-fit"),
     "sparsity": ("kl", "l1"),
     "noise": ("mask", "gaussian", "salt-pepper"),
     "dtype": ("float32", "float64"),

@@ -12,6 +12,7 @@ from npvae.optim import (
     Adam,
     ConstantLR,
     ExponentialLR,
+    FittedIWAESchedule,
     IWAESchedule,
     StepLR,
     clip_grad_norm,
@@ -430,9 +431,51 @@ def test_iwae_schedule_stage_lengths_and_total():
     assert IWAESchedule(1e-3, stages=3).total_epochs == 1 + 3 + 9
 
 
+def test_fitted_iwae_schedule_with_the_papers_epochs_is_the_paper_schedule():
+    paper, fitted = IWAESchedule(1e-3), FittedIWAESchedule(1e-3, epochs=3280)
+    assert [fitted(epoch) for epoch in range(3400)] == [paper(epoch) for epoch in range(3400)]
+
+
+@pytest.mark.parametrize("epochs", [820, 1000, 37])
+def test_fitted_iwae_schedule_keeps_the_stages_proportions(epochs):
+    schedule = FittedIWAESchedule(1e-3, epochs=epochs)
+    rates = [schedule(epoch) for epoch in range(epochs)]
+    assert rates[0] == 1e-3
+    assert rates == sorted(rates, reverse=True)
+    assert schedule(epochs - 1) == schedule(10 * epochs) == pytest.approx(1e-4, rel=1e-14)
+    # Stage i starts at the paper's epoch (3**i - 1) / 2, scaled by epochs / 3280: each
+    # epoch's stage is the last one that has started by the epoch's beginning.
+    for epoch, rate in enumerate(rates):
+        started = [i for i in range(8) if epoch * 3280 >= (3**i - 1) // 2 * epochs]
+        assert rate == pytest.approx(1e-3 * 10 ** (-started[-1] / 7), rel=1e-14)
+
+
+def test_fitted_iwae_schedule_for_820_epochs():
+    schedule = FittedIWAESchedule(1e-3, epochs=820)
+    rates = [schedule(epoch) for epoch in range(820)]
+    counts = [rates.count(1e-3 * 10 ** (-stage / 7)) for stage in range(8)]
+    assert counts == [1, 0, 3, 6, 21, 60, 183, 546]
+
+
+def test_iwae_fit_schedule_is_built_from_the_runs_epochs():
+    from npvae.build import schedule_for
+    from npvae.config import Config
+
+    schedule = schedule_for(Config(schedule="iwae-fit", epochs=820, lr=2e-3))
+    assert isinstance(schedule, FittedIWAESchedule)
+    assert (schedule.epochs, schedule(0), schedule(819)) == (820, 2e-3, pytest.approx(2e-4))
+
+
 @pytest.mark.parametrize(
     "schedule",
-    [ConstantLR(0.01), StepLR(0.1, 10, 0.5), ExponentialLR(0.1, 0.9), IWAESchedule(1e-3, 4)],
+    [
+        ConstantLR(0.01),
+        StepLR(0.1, 10, 0.5),
+        ExponentialLR(0.1, 0.9),
+        IWAESchedule(1e-3, 4),
+        IWAESchedule(1e-3, 4, epochs=11),
+        FittedIWAESchedule(1e-3, epochs=100),
+    ],
 )
 def test_schedule_repr_rebuilds_the_same_schedule(schedule):
     rebuilt = eval(repr(schedule))  # noqa: S307 - repr of our own classes, under test
