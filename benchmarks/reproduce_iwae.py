@@ -43,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+from npvae.checkpoint import load_checkpoint
+
 README = Path(__file__).resolve().parent / "README.md"
 TABLE_HEADING = "## Reproducing the IWAE paper (reproduce_iwae.py)"
 PAPER = {("vae", 1): 86.76, ("iwae", 5): 85.54, ("iwae", 50): 84.78}
@@ -94,17 +96,24 @@ def train(args, trainer_flags: list[str]) -> Path:
 
 
 def snapshot(run: Path) -> None:
-    """Copy ``checkpoints/last.npz`` to ``snapshots/epoch-NNNN.npz`` (whole: it is replaced
-    atomically, so an open copy reads one complete version)."""
+    """Copy ``checkpoints/last.npz`` to ``snapshots/epoch-NNNN.npz``, named by the epochs
+    the copy itself has finished (the trainer writes a metrics line before the checkpoint
+    of its epoch); one stopped in mid-epoch is not kept.  The checkpoint is replaced
+    atomically, so a copy is one whole version."""
     last = run / "checkpoints" / "last.npz"
-    rows = read_metrics(run)
-    if not last.exists() or not rows:
+    if not last.exists():
         return
     folder = run / "snapshots"
     folder.mkdir(exist_ok=True)
-    target = folder / f"epoch-{int(rows[-1]['epoch']):04d}.npz"
-    if not target.exists():
-        shutil.copyfile(last, target)
+    copy = folder / "copying.npz"
+    shutil.copyfile(last, copy)
+    saved = load_checkpoint(copy)
+    target = folder / f"epoch-{saved.epoch:04d}.npz"
+    # Only whole epochs: the curve gives each its training minutes from metrics.csv.
+    if saved.epoch == 0 or "partial" in saved.extra or target.exists():
+        copy.unlink()
+    else:
+        copy.replace(target)
 
 
 def evaluate(run: Path, args) -> dict:
@@ -181,10 +190,51 @@ def record_row(line: str) -> None:
     README.write_text("\n".join(lines) + "\n")
 
 
+def curve(run: Path, args) -> str:
+    """Evaluate ``RUN/snapshots/*.npz``: a markdown table of test NLL against training minutes."""
+    rows = {int(row["epoch"]): row for row in read_metrics(run)}
+    minutes, total = {}, 0.0
+    for epoch in sorted(rows):
+        total += float(rows[epoch]["seconds"])
+        minutes[epoch] = total / 60
+    out = run / "snapshots" / "eval.json"
+    lines = [
+        f"Test NLL of {run.name}'s snapshots: k = {args.k}, the first {args.n_test or 'all'} "
+        "test images (binarised once, as in training's evaluation)",
+        "",
+        "| train min | epoch | lr | test NLL | −ELBO | active |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for path in sorted((run / "snapshots").glob("epoch-*.npz")):
+        command = [sys.executable, "-m", "npvae.evaluate", str(path), "--k", str(args.k)]
+        command += ["--n-test", str(args.n_test), "--out", str(out)]
+        if args.data_dir:
+            command += ["--data-dir", args.data_dir]
+        print("$", shlex.join(command), flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        evaluations = json.loads(out.read_text())["evaluations"]
+        epoch = int(path.stem.split("-")[1])
+        record = [
+            r
+            for r in evaluations.values()
+            if r["epoch"] == epoch and r["log_likelihood"]["k"] == args.k
+        ][-1]
+        ll = record["log_likelihood"]
+        lines.append(
+            f"| {minutes[epoch]:.1f} | {epoch} | {float(rows[epoch]['lr']):.3g} "
+            f"| {-ll['nats']:.2f} ± {ll['standard_error']:.2f} | {-record['test']['elbo']:.2f} "
+            f"| {record['active_units']['count']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", help="a TOML config (configs/iwae-paper-*.toml)")
     parser.add_argument("--resume", help="a run folder to go on training instead")
+    parser.add_argument(
+        "--curve", metavar="RUN", help="evaluate RUN's snapshots instead (with --k, --n-test)"
+    )
     parser.add_argument("--data-dir", help="MNIST's folder")
     parser.add_argument(
         "--minutes", type=float, default=0, help="budget of training minutes (0: none)"
@@ -200,6 +250,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/reproduce")
     parser.add_argument("--no-record", action="store_true", help="do not touch README.md")
     args, trainer_flags = parser.parse_known_args()
+    if args.curve:
+        print(curve(Path(args.curve), args))
+        return
     if bool(args.config) == bool(args.resume):
         parser.error("give a config or --resume RUN")
     run = train(args, trainer_flags)

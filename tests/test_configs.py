@@ -19,6 +19,10 @@ from npvae.optim import make_schedule
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PAPER = {"iwae-paper-vae.toml": ("vae", 1), "iwae-paper-iwae5.toml": ("iwae", 5)}
 PAPER["iwae-paper-iwae50.toml"] = ("iwae", 50)
+#: The first hour's schedules (benchmarks/README.md): the protocol, its stages fitted to
+#: the epochs one core trained in 60 minutes.
+HOUR = {"iwae-paper-vae-60min.toml": ("vae", 1, 620)}
+HOUR["iwae-paper-iwae5-60min.toml"] = ("iwae", 5, 310)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
@@ -32,6 +36,18 @@ def test_each_config_is_the_papers_protocol(name):
     assert (config.optimizer, config.adam_eps, config.lr) == ("adam", 1e-4, 1e-3)
     assert (config.batch_size, config.schedule, config.epochs) == (20, "iwae", 3280)
     assert config.dataset == "mnist"
+
+
+@pytest.mark.parametrize("name", sorted(HOUR))
+def test_each_hour_config_is_the_protocol_with_its_stages_fitted(name):
+    model, k, epochs = HOUR[name]
+    full = f"iwae-paper-{'vae' if model == 'vae' else f'iwae{k}'}.toml"
+    hour, paper = (validate(Config(**read_toml(CONFIGS / n))) for n in (name, full))
+    assert (hour.schedule, hour.epochs, hour.threads) == ("iwae-fit", epochs, "1")
+    changed = {"schedule", "epochs", "threads"}
+    assert {f: getattr(hour, f) for f in vars(hour) if f not in changed} == {
+        f: getattr(paper, f) for f in vars(paper) if f not in changed
+    }
 
 
 def test_the_iwae_schedule_runs_3_to_the_i_epochs_at_each_stages_rate():
