@@ -6,7 +6,7 @@ for the IWAE with k = 5 and 84.78 with k = 50 (one stochastic layer,
 ``configs/iwae-paper-*.toml``).  This script
 
 1. trains (``python -m npvae.train --config CONFIG``), or goes on training a
-   run (``--resume RUN``), for at most ``--minutes`` of training if given
+   run (``--resume RUN``), for at most ``--minutes`` more of training if given
    (metrics.csv's per-epoch seconds, plus the time since its last line):
    then it stops the trainer with SIGINT, which writes a checkpoint, so the
    same command with ``--resume`` continues it later.  Flags this script does
@@ -67,9 +67,11 @@ def train(args, trainer_flags: list[str]) -> Path:
             command += ["--data-dir", args.data_dir]
     command += trainer_flags
     print("$", shlex.join(command), flush=True)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     trainer = subprocess.Popen(command)
     run = Path(args.resume) if args.resume else None
+    # The budget is this invocation's: a resumed run's earlier epochs do not count.
+    spent = training_minutes(run) if run is not None else 0.0
     stopping, next_snapshot = False, args.snapshot_minutes
     while trainer.poll() is None:
         time.sleep(2)
@@ -78,11 +80,11 @@ def train(args, trainer_flags: list[str]) -> Path:
             run = new[0] if new else None
         if run is None or not (run / "metrics.csv").exists():
             continue
-        minutes = training_minutes(run, running=True)
+        minutes = training_minutes(run, running_since=started_at)
         if args.snapshot_minutes and minutes >= next_snapshot:
             snapshot(run)
             next_snapshot = (minutes // args.snapshot_minutes + 1) * args.snapshot_minutes
-        if args.minutes and minutes >= args.minutes and not stopping:
+        if args.minutes and minutes - spent >= args.minutes and not stopping:
             trainer.send_signal(signal.SIGINT)  # a checkpoint, then exit 130
             stopping = True
     if trainer.returncode not in (0, 130):
@@ -132,15 +134,17 @@ def read_metrics(run: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def training_minutes(run: Path, *, running: bool = False) -> float:
+def training_minutes(run: Path, *, running_since: float | None = None) -> float:
     """The sum of the finished epochs' training seconds in metrics.csv, in minutes.
 
-    ``running``: add the time since metrics.csv was last written, an upper bound on
-    the unfinished epoch's training (it holds that epoch's evaluation and saves too).
+    ``running_since`` (a ``time.time()``, when the trainer started): add the time since
+    metrics.csv was last written, or since then if later, an upper bound on the
+    unfinished epoch's training (it holds that epoch's evaluation and saves too).
     """
     seconds = sum(float(row["seconds"]) for row in read_metrics(run))
-    if running:
-        seconds += max(0.0, time.time() - (run / "metrics.csv").stat().st_mtime)
+    if running_since is not None:
+        last = max((run / "metrics.csv").stat().st_mtime, running_since)
+        seconds += max(0.0, time.time() - last)
     return seconds / 60
 
 
@@ -228,6 +232,29 @@ def curve(run: Path, args) -> str:
     return "\n".join(lines)
 
 
+def bounds(runs: list[Path], every: float) -> str:
+    """The test loss training reported (metrics.csv's ``test_loss``: the one-sample
+    −ELBO, or the IWAE's −L_k, on the whole test set) at every ``every`` training
+    minutes, a column per run: the cheap curve, with no evaluation."""
+    columns, marks = [], set()
+    for run in runs:
+        at, total = {}, 0.0
+        for line in read_metrics(run):
+            total += float(line["seconds"]) / 60
+            mark = int(total / every + 0.05) * every  # an epoch ending just short counts
+            at.setdefault(mark, f"{float(line['test_loss']):.2f} ({line['epoch']})")
+        at["last"] = f"{float(line['test_loss']):.2f} ({line['epoch']}, {total:.1f} min)"
+        columns.append(at)
+        marks.update(mark for mark in at if mark != "last" and mark > 0)
+    header = ["train min", *(run.name for run in runs)]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---:"] * len(header)) + " |"]
+    for mark in [*sorted(marks), "last"]:
+        cells = [f"{mark:g}" if mark != "last" else "last (epoch, min)"]
+        cells += [column.get(mark, "") for column in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", help="a TOML config (configs/iwae-paper-*.toml)")
@@ -235,9 +262,18 @@ def main() -> None:
     parser.add_argument(
         "--curve", metavar="RUN", help="evaluate RUN's snapshots instead (with --k, --n-test)"
     )
+    parser.add_argument(
+        "--bounds",
+        metavar="RUN",
+        nargs="+",
+        help="print the runs' test losses at every --snapshot-minutes of training instead",
+    )
     parser.add_argument("--data-dir", help="MNIST's folder")
     parser.add_argument(
-        "--minutes", type=float, default=0, help="budget of training minutes (0: none)"
+        "--minutes",
+        type=float,
+        default=0,
+        help="train for at most this many more minutes (0: no budget)",
     )
     parser.add_argument(
         "--snapshot-minutes",
@@ -250,6 +286,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/reproduce")
     parser.add_argument("--no-record", action="store_true", help="do not touch README.md")
     args, trainer_flags = parser.parse_known_args()
+    if args.bounds:
+        print(bounds([Path(run) for run in args.bounds], args.snapshot_minutes))
+        return
     if args.curve:
         print(curve(Path(args.curve), args))
         return

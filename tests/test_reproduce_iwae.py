@@ -1,13 +1,16 @@
-"""benchmarks/reproduce_iwae.py's bookkeeping: its table rows and its training minutes.
+"""benchmarks/reproduce_iwae.py: its table rows, its training minutes, and the whole path.
 
-The script itself trains for an hour or more, so it is a benchmark, never run here;
-these are the parts that decide what its table says.
+The script's real runs train for an hour or more, so they are benchmarks, never run
+here; the last test runs the same path on the embedded digits for a few seconds.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,4 +45,78 @@ def test_training_minutes_sum_the_epochs_and_can_add_the_running_one(script, tmp
     assert script.training_minutes(tmp_path) == pytest.approx(2.0)
     written = time.time() - 60  # the last line came a minute ago: the epoch since is running
     os.utime(tmp_path / "metrics.csv", (written, written))
-    assert script.training_minutes(tmp_path, running=True) == pytest.approx(3.0, abs=0.05)
+    assert script.training_minutes(tmp_path, running_since=0.0) == pytest.approx(3.0, abs=0.05)
+    # Resumed a day later: the epoch running is this invocation's, not the day since.
+    started = time.time() - 30
+    os.utime(tmp_path / "metrics.csv", (written - 86400, written - 86400))
+    minutes = script.training_minutes(tmp_path, running_since=started)
+    assert minutes == pytest.approx(2.5, abs=0.05)
+
+
+def test_bounds_put_each_runs_test_loss_at_every_ten_minutes_side_by_side(script, tmp_path):
+    header = "epoch,test_loss,seconds\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "metrics.csv").write_text(header + "1,99.0,300\n2,95.0,297\n3,94.0,603\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.csv").write_text(header + "1,98.0,420\n2,96.0,420\n")
+    lines = script.bounds([tmp_path / "a", tmp_path / "b"], 10).split("\n")
+    assert lines[0] == "| train min | a | b |"
+    # a's epoch 2 ends at 9.95 minutes: just short of 10 counts as 10.
+    assert lines[2] == "| 10 | 95.00 (2) | 96.00 (2) |"
+    assert lines[3] == "| 20 | 94.00 (3) |  |"
+    assert lines[4] == "| last (epoch, min) | 94.00 (3, 20.0 min) | 96.00 (2, 14.0 min) |"
+
+
+TINY = """\
+model = "iwae"
+k = 2
+dataset = "digits"
+hidden = [16]
+latent = 2
+epochs = 10000
+batch_size = 256
+ll_samples = 0
+"""
+
+
+def run_script(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_tiny_run_stops_on_its_budget_snapshots_evaluates_and_resumes(tmp_path):
+    """The whole path on the embedded digits, in seconds: train until the budget, copy
+    checkpoints, evaluate, print the row; resume for a budget of its own; the curve."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    common = ["--k", "8", "--n-test", "40", "--no-record", "--snapshot-minutes", "0.05"]
+    out = run_script(str(config), "--minutes", "0.1", "--out", str(tmp_path), *common)
+    [run] = [path for path in tmp_path.iterdir() if path.is_dir()]
+    row = out.strip().split("\n")[-1]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "IWAE k=2"
+    first = int(cells[2].split()[0])
+    assert 0 < first < 10000  # stopped by the budget, long before its last epoch
+    assert cells[4].count("±") == 1 and cells[9].startswith("`python ")
+
+    def trained_minutes():
+        with open(run / "metrics.csv", newline="") as file:
+            return sum(float(line["seconds"]) for line in csv.DictReader(file)) / 60
+
+    before = trained_minutes()
+    # The budget counts the running epoch; the stopped one's minutes are not in metrics.csv.
+    assert 0.05 < before < 0.1 + 0.1
+    out = run_script("--resume", str(run), "--minutes", "0.05", *common)
+    cells = [cell.strip() for cell in out.strip().split("\n")[-1].strip("|").split("|")]
+    assert int(cells[2].split()[0]) > first  # the earlier minutes did not use up the budget
+    assert 0.0 < trained_minutes() - before < 0.05 + 0.1
+
+    snapshots = sorted((run / "snapshots").glob("epoch-*.npz"))
+    assert len(snapshots) >= 2
+    table = run_script("--curve", str(run), "--k", "8", "--n-test", "40").strip().split("\n")
+    rows = [line for line in table if line.startswith("| ") and line[2].isdigit()]
+    epochs = [int(line.split("|")[2]) for line in rows]
+    assert epochs == [int(path.stem.split("-")[1]) for path in snapshots]
