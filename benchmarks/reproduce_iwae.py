@@ -232,6 +232,21 @@ def curve(run: Path, args) -> str:
     return "\n".join(lines)
 
 
+def describe(run: Path) -> str:
+    """A run's model, batch and schedule, from its config.json: "IWAE k=5, b100, exponential
+    2e-3 to 2e-4 over 400"."""
+    config = json.loads((run / "config.json").read_text())
+    name = f"IWAE k={config['k']}" if config["model"] == "iwae" else config["model"].upper()
+    lr, epochs, schedule = config["lr"], config["epochs"], config["schedule"]
+    if schedule == "exponential":
+        last = lr * config["lr_gamma"] ** (epochs - 1)
+        schedule = f"exponential {lr:.2g} to {last:.2g}"
+    elif schedule == "constant":
+        schedule = f"constant {lr:.2g}"
+    seed = f", seed {config['seed']}" if config.get("seed") else ""
+    return f"{name}, b{config['batch_size']}, {schedule}, {epochs} epochs{seed}"
+
+
 def bounds(runs: list[Path], every: float) -> str:
     """The test loss training reported (metrics.csv's ``test_loss``: the one-sample
     −ELBO, or the IWAE's −L_k, on the whole test set) at every ``every`` training
@@ -246,7 +261,7 @@ def bounds(runs: list[Path], every: float) -> str:
         at["last"] = f"{float(line['test_loss']):.2f} ({line['epoch']}, {total:.1f} min)"
         columns.append(at)
         marks.update(mark for mark in at if mark != "last" and mark > 0)
-    header = ["train min", *(run.name for run in runs)]
+    header = ["train min", *(describe(run) for run in runs)]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---:"] * len(header)) + " |"]
     for mark in [*sorted(marks), "last"]:
         cells = [f"{mark:g}" if mark != "last" else "last (epoch, min)"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -59,8 +60,16 @@ def test_bounds_put_each_runs_test_loss_at_every_ten_minutes_side_by_side(script
     (tmp_path / "a" / "metrics.csv").write_text(header + "1,99.0,300\n2,95.0,297\n3,94.0,603\n")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "metrics.csv").write_text(header + "1,98.0,420\n2,96.0,420\n")
+    config = {"model": "iwae", "k": 5, "lr": 2e-3, "epochs": 400, "batch_size": 100}
+    config.update(schedule="exponential", lr_gamma=0.1 ** (1 / 399), seed=0)
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    config.update(model="vae", k=None, lr=1e-3, schedule="iwae", batch_size=20, seed=2)
+    (tmp_path / "b" / "config.json").write_text(json.dumps(config))
     lines = script.bounds([tmp_path / "a", tmp_path / "b"], 10).split("\n")
-    assert lines[0] == "| train min | a | b |"
+    assert lines[0] == (
+        "| train min | IWAE k=5, b100, exponential 0.002 to 0.0002, 400 epochs "
+        "| VAE, b20, iwae, 400 epochs, seed 2 |"
+    )
     # a's epoch 2 ends at 9.95 minutes: just short of 10 counts as 10.
     assert lines[2] == "| 10 | 95.00 (2) | 96.00 (2) |"
     assert lines[3] == "| 20 | 94.00 (3) |  |"
