@@ -469,7 +469,7 @@ def from_dict(values: dict, source) -> Config:
         value, default = values.get(name, FIELDS[name].default), FIELDS[name].default
         if applies(name, config) and value is None and default is not None:
             raise ConfigError(f"{source}: {name} is null, but this run needs it")
-        if not applies(name, config) and value is not None and typed[name] != default:
+        if not applies(name, config) and value is not None and typed.get(name, default) != default:
             raise ConfigError(
                 f"{source}: {name} is {value!r}, but it has no effect on this run "
                 f"(it applies to {APPLIES[name][0]} only); was the file edited?"
