@@ -339,6 +339,10 @@ def test_verbs_and_sampling_follow_the_generative_path():
     moved[:, 4:] += 3.0
     np.testing.assert_array_equal(model.decode(moved), model.decode(mu))
     np.testing.assert_array_equal(model.reconstruct(x), model.decode(mu))
+    line = model.interpolate(x[0], x[1], steps=5)
+    assert line.shape == (5, INPUT_DIM)
+    np.testing.assert_allclose(line[[0, -1]], model.decode(mu[:2]), rtol=1e-12)
+    np.testing.assert_allclose(line[2], model.decode((mu[:1] + mu[1:2]) / 2)[0], rtol=1e-12)
     # encode gives q(z1|x), then q(z2|z1) at z1 = mu1: the draws at eps = 0 are the
     # means, and log q there is −0.5 Σ (log 2π + log_var).
     terms = _reference_terms(model, x, np.zeros((1, BATCH, model.latent_dim)))

@@ -200,6 +200,15 @@ class IWAE2(Model):
         mu, _ = self.encode(x)
         return self.decode(mu)
 
+    def interpolate(self, x_a: np.ndarray, x_b: np.ndarray, steps: int = 10) -> np.ndarray:
+        """Decode ``steps`` evenly spaced points between two images' codes (:meth:`encode`).
+
+        ``x_a, x_b (D,)`` -> ``(steps, D)``; the first row decodes ``x_a``'s code.
+        """
+        mu, _ = self.encode(np.stack([np.ravel(x_a), np.ravel(x_b)]).astype(self.dtype))
+        t = np.linspace(0, 1, steps, dtype=self.dtype)[:, None]
+        return self.decode((1 - t) * mu[0] + t * mu[1])
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` draws from the model: z2 ~ N(0, I), z1 ~ p(z1|z2), decoded to ``(n, D)`` means."""
         z2 = self._noise(rng, (n, self.config["latent2"]))
