@@ -48,6 +48,21 @@ def test_the_hour_config_is_the_protocol_at_batch_100_with_a_smooth_decay_over_4
     }
 
 
+def test_the_two_layer_config_is_the_one_layer_protocol_with_the_papers_second_layer():
+    from npvae.build import model_recipe
+
+    two = validate(Config(**read_toml(CONFIGS / "iwae-paper-2layer-iwae5.toml")))
+    one = validate(Config(**read_toml(CONFIGS / "iwae-paper-iwae5.toml")))
+    assert (two.model, two.k, two.resolved_hidden(), two.latent) == ("iwae2", 5, [200, 200], 100)
+    assert (two.resolved_hidden2(), two.latent2) == ([100, 100], 50)
+    changed = {"model", "latent", "hidden2", "latent2"}
+    assert {f: getattr(two, f) for f in vars(two) if f not in changed} == {
+        f: getattr(one, f) for f in vars(one) if f not in changed
+    }
+    cls, settings = model_recipe(two, 784)
+    assert cls.parameter_count(settings) == 521_084  # nothing allocated
+
+
 def test_the_iwae_schedule_runs_3_to_the_i_epochs_at_each_stages_rate():
     schedule = make_schedule("iwae", 1e-3)
     rates = [schedule(epoch) for epoch in range(3280)]
