@@ -10,6 +10,7 @@ from __future__ import annotations
 from npvae.config import Config
 from npvae.models import (
     IWAE,
+    IWAE2,
     VAE,
     Autoencoder,
     ContractiveAutoencoder,
@@ -57,6 +58,14 @@ def model_recipe(config: Config, input_dim: int) -> tuple[type, dict]:
         return VAE, {**vae_common, **objective}
     if config.model == "iwae":
         return IWAE, {**vae_common, "k": config.k}
+    if config.model == "iwae2":
+        layers = {
+            "hidden1": vae_common.pop("hidden"),
+            "latent1": vae_common.pop("latent_dim"),
+            "hidden2": config.resolved_hidden2(),
+            "latent2": config.latent2,
+        }
+        return IWAE2, {**vae_common, **layers, "k": config.k}
     if config.model == "ae":
         return Autoencoder, ae_common
     if config.model == "sparse-ae":

@@ -75,7 +75,20 @@ class Config:
             default="400; none for contractive-ae",
         ),
     )
-    latent: int = field(default=20, metadata=_help("size of the latent space (code size for AEs)"))
+    latent: int = field(
+        default=20,
+        metadata=_help(
+            "size of the latent space (code size for AEs; iwae2: of z1, the lower layer)"
+        ),
+    )
+    hidden2: list[int] | None = field(
+        default=None,
+        metadata=_help(
+            "iwae2: hidden widths between z1 and z2 (--hidden: between x and z1)",
+            default="100,100",
+        ),
+    )
+    latent2: int = field(default=50, metadata=_help("iwae2: size of z2, the upper latent layer"))
     activation: str | None = field(
         default=None,
         metadata=_help(
@@ -160,6 +173,10 @@ class Config:
             return list(self.hidden)
         return [] if self.model == "contractive-ae" else [400]
 
+    def resolved_hidden2(self) -> list[int]:
+        """The widths between z1 and z2 of the two-layer IWAE, with its default filled in."""
+        return list(self.hidden2) if self.hidden2 is not None else [100, 100]
+
     def resolved_activation(self) -> str:
         """The activation, with the model's default filled in."""
         if self.activation is not None:
@@ -169,7 +186,7 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
-_GENERATIVE = ("vae", "iwae")
+_GENERATIVE = ("vae", "iwae", "iwae2")
 
 #: The settings that act on some runs only: name -> (the runs they act on, in words; a test).
 #: Given where it has no effect, a setting is refused; config.json records it as null there.
@@ -180,7 +197,7 @@ APPLIES = {
         lambda c: c.model == "contractive-ae" or bool(c.resolved_hidden()),
     ),
     "learn_var": (
-        "a vae or iwae with --likelihood gaussian",
+        "a vae, iwae or iwae2 with --likelihood gaussian",
         lambda c: c.model in _GENERATIVE and c.likelihood == "gaussian",
     ),
     "lr_step": ("--schedule step", lambda c: c.schedule == "step"),
@@ -192,7 +209,8 @@ APPLIES = {
         name: ("--model vae", lambda c: c.model == "vae")
         for name in ("beta", "warmup", "free_bits", "samples")
     },
-    "k": ("--model iwae", lambda c: c.model == "iwae"),
+    "k": ("--model iwae or iwae2", lambda c: c.model in ("iwae", "iwae2")),
+    **{name: ("--model iwae2", lambda c: c.model == "iwae2") for name in ("hidden2", "latent2")},
     **{
         name: ("--model sparse-ae", lambda c: c.model == "sparse-ae")
         for name in ("sparsity", "sparsity_weight", "sparsity_target")
@@ -203,9 +221,9 @@ APPLIES = {
     },
     "contraction": ("--model contractive-ae", lambda c: c.model == "contractive-ae"),
     "adam_eps": ("--optimizer adam", lambda c: c.optimizer == "adam"),
-    "ll_samples": ("--model vae or iwae", lambda c: c.model in _GENERATIVE),
+    "ll_samples": ("--model vae, iwae or iwae2", lambda c: c.model in _GENERATIVE),
     "ll_examples": (
-        "--model vae or iwae with --ll-samples above 0",
+        "--model vae, iwae or iwae2 with --ll-samples above 0",
         lambda c: c.model in _GENERATIVE and c.ll_samples > 0,
     ),
 }
@@ -246,8 +264,8 @@ def parse_hidden(text, label: str = "--hidden") -> list[int]:
 
 def _from_flag(name: str, text):
     """A flag's text converted to the field's type (switches arrive as bools already)."""
-    if name == "hidden":
-        return parse_hidden(text)
+    if name in ("hidden", "hidden2"):
+        return parse_hidden(text, _flag(name))
     kind = _kind(name)
     if kind in (str, bool):
         return text
@@ -261,11 +279,11 @@ def _typed(name: str, value, label: str):
     """A TOML or JSON value checked by the one set of rules (:mod:`npvae.validate`)."""
     if value is None and FIELDS[name].default is None:
         return None  # config.json and checkpoints store an unset field as null
-    if name == "hidden" and (isinstance(value, str) or fits(int, value)):
+    if name in ("hidden", "hidden2") and (isinstance(value, str) or fits(int, value)):
         return parse_hidden(value, label)  # TOML may say "500,500" or 400, as the flag does
     if name == "threads" and fits(int, value):
         return str(value)  # threads = 2 in TOML, as well as "auto"
-    if name == "hidden":
+    if name in ("hidden", "hidden2"):
         return check_widths(value, label)
     if name in CHOICES:
         value = check_type(name, value, label)
@@ -300,8 +318,10 @@ def validate(config: Config, given: dict | None = None) -> Config:
             "contractive-ae supports a one-layer encoder only: "
             "leave out --hidden or pass --hidden none"
         )
-    if config.model in ("vae", "iwae") and not config.resolved_hidden():
+    if config.model in _GENERATIVE and not config.resolved_hidden():
         raise ConfigError(f"{config.model} needs at least one hidden layer (--hidden 400)")
+    if config.model == "iwae2" and not config.resolved_hidden2():
+        raise ConfigError("iwae2 needs at least one hidden layer between z1 and z2 (--hidden2 100)")
     parse_threads(config.threads)
     if config.model == "contractive-ae" and config.resolved_activation() not in CONTRACTIVE:
         raise ConfigError(
@@ -322,6 +342,7 @@ def record(config: Config) -> dict:
     a setting with no effect on this run stored as null, so the record claims nothing false."""
     values = dataclasses.asdict(config)
     values["hidden"] = config.resolved_hidden()
+    values["hidden2"] = config.resolved_hidden2()  # null below unless the model is iwae2
     values["activation"] = config.resolved_activation() if applies("activation", config) else None
     for name in APPLIES:
         if not applies(name, config):
@@ -436,8 +457,9 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Given, ResumeRequest | N
 
 
 #: Settings newer than the first npvae: a file of an older one lacks them, and their
-#: defaults are what that npvae did (Adam's 1e-8, a zero output bias, automatic threads).
-ADDED_LATER = ("adam_eps", "output_bias", "threads")
+#: defaults are what that npvae did (Adam's 1e-8, a zero output bias, automatic threads;
+#: hidden2 and latent2 act on the two-layer IWAE only, which no older npvae had).
+ADDED_LATER = ("adam_eps", "output_bias", "threads", "hidden2", "latent2")
 
 
 def from_dict(values: dict, source) -> Config:
@@ -469,7 +491,7 @@ def from_dict(values: dict, source) -> Config:
         value, default = values.get(name, FIELDS[name].default), FIELDS[name].default
         if applies(name, config) and value is None and default is not None:
             raise ConfigError(f"{source}: {name} is null, but this run needs it")
-        if not applies(name, config) and value is not None and typed[name] != default:
+        if not applies(name, config) and value is not None and typed.get(name, default) != default:
             raise ConfigError(
                 f"{source}: {name} is {value!r}, but it has no effect on this run "
                 f"(it applies to {APPLIES[name][0]} only); was the file edited?"

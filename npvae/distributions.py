@@ -79,6 +79,41 @@ class DiagonalGaussian:
         d = z.shape[-1]
         return -0.5 * (np.einsum("...j,...j->...", z, z) + d * LOG_2PI)
 
+    @staticmethod
+    def log_prob(z: np.ndarray, mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+        """log N(z; mu, diag(exp(log_var))) per row, all ``(..., d)`` -> ``(...)``.
+
+        For a ``z`` that is not written through its own ``eps``: a conditional
+        prior's density at a draw from somewhere else (the two-layer model's
+        p(z1|z2)).  ``−0.5 Σ_j [log 2π + log_var_j + (z_j − mu_j)² e^{−log_var_j}]``.
+        See ``docs/models.md#two-stochastic-layers``.
+        """
+        diff = z - mu
+        return -0.5 * (
+            np.einsum("...j,...j->...", diff * diff, np.exp(-log_var))
+            + log_var.sum(-1)
+            + z.shape[-1] * LOG_2PI
+        )
+
+    @staticmethod
+    def log_prob_and_grad(
+        z: np.ndarray, mu: np.ndarray, log_var: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`log_prob` and its gradients, in one pass: ``(log_p, dmu, dlog_var)``.
+
+        ``log_p (...)``; ``dmu = (z − mu) e^{−log_var}`` and
+        ``dlog_var = 0.5 ((z − mu)² e^{−log_var} − 1)``, each ``(..., d)``.  The
+        gradient with respect to ``z`` is ``−dmu``.
+        See ``docs/models.md#two-stochastic-layers``.
+        """
+        diff = z - mu
+        scaled = diff * np.exp(-log_var)  # (z − mu) / sigma²
+        squares = diff * scaled  # (z − mu)² / sigma²
+        log_p = -0.5 * (squares.sum(-1) + log_var.sum(-1) + z.shape[-1] * LOG_2PI)
+        squares -= 1
+        squares *= 0.5
+        return log_p, scaled, squares
+
 
 class Bernoulli:
     """p(x|z) = Π Bernoulli(x_j; sigmoid(logit_j)), for data in [0, 1].

@@ -259,6 +259,7 @@ def _model_rows():
     vae = {**small, "hidden": [5], "latent_dim": 3, "activation": "tanh"}
     ae = {**small, "hidden": [5], "code_dim": 2, "activation": "tanh"}
     cae = {**small, "hidden": [], "code_dim": 3, "contraction": 0.5}
+    two_layer = {**small, "hidden1": [5, 4], "latent1": 3, "hidden2": [4, 3], "latent2": 2}
     cases = [
         ("loss", "VAE (Bernoulli)", models.VAE, vae, {}),
         ("loss", "VAE (L=3, beta=2, warm-up, free bits)", models.VAE,
@@ -270,6 +271,8 @@ def _model_rows():
         ("loss", "VAE (recon_weight=0: KL only)", models.VAE, {**vae, "recon_weight": 0.0}, {}),
         ("loss", "IWAE k=1", models.IWAE, {**vae, "k": 1}, {}),
         ("loss", "IWAE k=5", models.IWAE, {**vae, "k": 5}, {}),
+        ("loss", "IWAE2 (two stochastic layers) k=1", models.IWAE2, {**two_layer, "k": 1}, {}),
+        ("loss", "IWAE2 (two stochastic layers) k=5", models.IWAE2, {**two_layer, "k": 5}, {}),
         ("loss", "Autoencoder (Bernoulli)", models.Autoencoder, ae, {}),
         ("loss", "Autoencoder (squared error)", models.Autoencoder,
          {**ae, "reconstruction": "squared"}, {}),

@@ -317,7 +317,9 @@ def make_figures(
     codes = codes[0] if isinstance(codes, tuple) else codes
     subset_labels = None if labels is None else labels[subset]
     written.append(plot_latent(out_dir / "latent.png", codes, subset_labels, title=title))
-    if generative:
+    # The two-layer IWAE's z1 has p(z1|z2) for its prior, not N(0, I): no closed-form KL
+    # per unit to draw (its sampled one is in results.json).
+    if generative and model.kind != "iwae2":
         kl_per_dim, mean_variance = posterior_summary(model, x)
         written.append(plot_kl(out_dir / "kl.png", kl_per_dim, mean_variance, title=title))
     return written

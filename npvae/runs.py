@@ -34,6 +34,7 @@ CHECKPOINTS = ("best", "last")
 TITLES = {
     "vae": "VAE",
     "iwae": "IWAE",
+    "iwae2": "two-layer IWAE",
     "ae": "autoencoder",
     "sparse-ae": "sparse autoencoder",
     "denoising-ae": "denoising autoencoder",
@@ -77,8 +78,11 @@ def run_title(model: Model, dataset: str | None, epoch: int | None, best: bool =
 
 
 def architecture(model: Model) -> str:
-    """``"784-400-20"``: the widths from the input to the code."""
+    """``"784-400-20"``: the widths from the input to the code (to z2, for the two-layer IWAE)."""
     config = model.config
+    if "latent2" in config:  # x to z1, then z1 to z2: "784-200-200-100-100-100-50"
+        widths = [config["input_dim"], *config["hidden1"], config["latent1"], *config["hidden2"]]
+        return "-".join(str(width) for width in [*widths, config["latent2"]])
     code = config.get("latent_dim", config.get("code_dim"))
     return "-".join(str(width) for width in [config["input_dim"], *config["hidden"], code])
 

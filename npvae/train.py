@@ -278,6 +278,10 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
             )
 
 
+#: The models whose loss has a KL term (the IWAEs': the sampled one of their ELBO).
+GENERATIVE = ("vae", "iwae", "iwae2")
+
+
 def _epoch_row(run: Run, epoch: int, partial: dict, x_val, x_test) -> dict:
     """metrics.csv's line but the timing: the epoch's running training averages and evaluations."""
     sums, n = partial["sums"], partial["n"]
@@ -286,7 +290,7 @@ def _epoch_row(run: Run, epoch: int, partial: dict, x_val, x_test) -> dict:
         "lr": run.optimizer.lr,
         "train_loss": sums["loss"] / n,
         "train_recon": sums["recon"] / n,
-        "train_kl": sums["kl"] / n if "kl" in sums and run.config.model in ("vae", "iwae") else "",
+        "train_kl": sums["kl"] / n if "kl" in sums and run.config.model in GENERATIVE else "",
         "val_loss": "",
     }
     if x_val is not None:
@@ -489,7 +493,7 @@ def _epoch_line(row: dict, epochs: int, model: str) -> str:
     if row["val_loss"] != "":
         line += f"  val {row['val_loss']:.2f}"
     line += f"  test {row['test_loss']:.2f}"
-    if row["test_kl"] != "" and model == "iwae":  # the loss is -L_k; the terms are the ELBO's
+    if row["test_kl"] != "" and model in ("iwae", "iwae2"):  # loss -L_k; terms the ELBO's
         elbo_terms = row["test_recon"] + row["test_kl"]
         line += f" (-L_k; one-sample ELBO {elbo_terms:.2f}: recon {row['test_recon']:.2f}"
         line += f" + KL {row['test_kl']:.2f})"

@@ -18,7 +18,7 @@ import math
 
 from npvae.errors import ConfigError
 
-MODELS = ("vae", "iwae", "ae", "sparse-ae", "denoising-ae", "contractive-ae")
+MODELS = ("vae", "iwae", "iwae2", "ae", "sparse-ae", "denoising-ae", "contractive-ae")
 DATASETS = ("auto", "mnist", "fashion-mnist", "digits")
 ACTIVATIONS = ("relu", "leaky-relu", "tanh", "sigmoid", "softplus", "elu")
 
@@ -46,6 +46,7 @@ CHOICES = {
 BOUNDS = {
     "val_size": "[0, inf)",
     "latent": "[1, inf)",
+    "latent2": "[1, inf)",
     "epochs": "[1, inf)",
     "batch_size": "[1, inf)",
     "lr": "(0, inf)",
@@ -78,11 +79,15 @@ MODEL_NAMES = {
     "warmup_steps": "warmup",
     "learned_var": "learn_var",
     "target": "sparsity_target",
+    "hidden1": "hidden",  # the two-layer IWAE's: hidden1, latent1 are --hidden, --latent
+    "latent1": "latent",
+    "hidden2": "hidden",  # and hidden2 follows the rule of every list of widths
 }
 
 #: The type of every setting a rule names that is not a choice (choices are text).
 TYPES = {
-    **{name: int for name in ("val_size", "latent", "epochs", "batch_size", "lr_step")},
+    **{name: int for name in ("val_size", "latent", "latent2", "epochs", "batch_size")},
+    "lr_step": int,
     **{name: int for name in ("warmup", "samples", "k", "ll_samples", "ll_examples", "seed")},
     **{name: float for name in ("lr", "lr_gamma", "clip", "beta", "free_bits", "contraction")},
     "adam_eps": float,
@@ -172,7 +177,8 @@ def check_model_config(config, source) -> dict:
         raise ConfigError(f"{source}: the model's config is not a table")
     checked = {}
     for key, value in config.items():
-        known = key == "hidden" or MODEL_NAMES.get(key, key) in {*CHOICES, *BOUNDS, *TYPES}
+        rule = MODEL_NAMES.get(key, key)
+        known = rule == "hidden" or rule in {*CHOICES, *BOUNDS, *TYPES}
         if not known or (key == "code_activation" and value is None):
             checked[key] = value
             continue

@@ -344,13 +344,20 @@ def test_the_record_holds_exactly_the_settings_that_act(model, likelihood):
 
 def replace_nulls(config, recorded):
     """``config`` with its defaults resolved as from_dict resolves them."""
-    return dataclasses.replace(config, hidden=recorded["hidden"], activation=recorded["activation"])
+    return dataclasses.replace(
+        config,
+        hidden=recorded["hidden"],
+        hidden2=recorded["hidden2"],
+        activation=recorded["activation"],
+    )
 
 
 def test_every_setting_given_where_it_acts_is_accepted_and_elsewhere_refused():
     examples = {
         "learn_var": (["--model", "vae", "--likelihood", "gaussian"], ["--learn-var"]),
         "k": (["--model", "iwae"], ["--k", "3"]),
+        "hidden2": (["--model", "iwae2"], ["--hidden2", "8,4"]),
+        "latent2": (["--model", "iwae2"], ["--latent2", "3"]),
         "samples": (["--model", "vae"], ["--samples", "2"]),
         "noise": (["--model", "denoising-ae"], ["--noise", "gaussian"]),
         "contraction": (["--model", "contractive-ae"], ["--contraction", "0.2"]),
@@ -367,7 +374,54 @@ def test_every_setting_given_where_it_acts_is_accepted_and_elsewhere_refused():
 def test_the_validators_types_are_the_config_fields_types():
     """One validator: its type of each setting is the type of the field's default."""
     for name, field in FIELDS.items():
-        if name == "hidden" or name in CHOICES:
+        if name in ("hidden", "hidden2") or name in CHOICES:
             continue
         expected = str if field.default is None else type(field.default)
         assert TYPES[name] is expected, name
+
+
+# ----- the two-layer IWAE's settings ------------------------------------------------------
+
+
+def test_iwae2_takes_its_layers_from_hidden_latent_hidden2_latent2(tmp_path):
+    flags = ["--model", "iwae2", "--hidden", "6,5", "--latent", "4", "--activation", "tanh"]
+    config, _, _ = parse_args([*flags, "--hidden2", "5,3", "--latent2", "3", "--k", "2"])
+    model = build_model(config, input_dim=8)
+    assert model.kind == "iwae2"
+    expected = {"hidden1": [6, 5], "latent1": 4, "hidden2": [5, 3], "latent2": 3, "k": 2}
+    assert {name: model.config[name] for name in expected} == expected
+    assert model.config["activation"] == "tanh"
+    # The same from a TOML file, and the paper's upper layer by default.
+    path = write(tmp_path, 'model = "iwae2"\nhidden = "6,5"\nhidden2 = 7\n')
+    assert validate(Config(**read_toml(path))).resolved_hidden2() == [7]
+    assert Config(model="iwae2").resolved_hidden2() == [100, 100]
+    assert Config(model="iwae2").latent2 == 50
+    # config.json keeps them, and reads them back.
+    recorded = record(config)
+    assert (recorded["hidden2"], recorded["latent2"]) == ([5, 3], 3)
+    assert from_dict(recorded, "config.json") == config
+    assert record(Config())["hidden2"] is None and record(Config())["latent2"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "iwae2", "--hidden2", "none"], "iwae2 needs at least one hidden layer"),
+        (["--model", "iwae2", "--hidden2", "4,0"], "--hidden2 must be positive widths"),
+        (["--model", "iwae2", "--latent2", "0"], "--latent2 must be at least 1"),
+        (["--model", "iwae", "--latent2", "3"], "--latent2 has no effect on this run"),
+    ],
+)
+def test_bad_iwae2_settings_are_one_line_errors(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_args(argv)
+
+
+def test_a_saved_iwae2s_sizes_follow_the_clis_rules():
+    from npvae.validate import check_model_config
+
+    good = {"hidden1": [6, 5], "latent1": 4, "hidden2": [5], "latent2": 3}
+    assert check_model_config(good, "model.npz") == good
+    for key, bad in (("hidden1", [0]), ("latent1", 0), ("hidden2", "5"), ("latent2", 1.5)):
+        with pytest.raises(ConfigError, match=f"model setting {key}"):
+            check_model_config({**good, key: bad}, "model.npz")

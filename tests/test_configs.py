@@ -48,6 +48,21 @@ def test_the_hour_config_is_the_protocol_at_batch_100_with_a_smooth_decay_over_4
     }
 
 
+def test_the_two_layer_config_is_the_one_layer_protocol_with_the_papers_second_layer():
+    from npvae.build import model_recipe
+
+    two = validate(Config(**read_toml(CONFIGS / "iwae-paper-2layer-iwae5.toml")))
+    one = validate(Config(**read_toml(CONFIGS / "iwae-paper-iwae5.toml")))
+    assert (two.model, two.k, two.resolved_hidden(), two.latent) == ("iwae2", 5, [200, 200], 100)
+    assert (two.resolved_hidden2(), two.latent2) == ([100, 100], 50)
+    changed = {"model", "latent", "hidden2", "latent2"}
+    assert {f: getattr(two, f) for f in vars(two) if f not in changed} == {
+        f: getattr(one, f) for f in vars(one) if f not in changed
+    }
+    cls, settings = model_recipe(two, 784)
+    assert cls.parameter_count(settings) == 521_084  # nothing allocated
+
+
 def test_the_iwae_schedule_runs_3_to_the_i_epochs_at_each_stages_rate():
     schedule = make_schedule("iwae", 1e-3)
     rates = [schedule(epoch) for epoch in range(3280)]
@@ -103,9 +118,10 @@ def test_a_run_record_from_before_these_settings_still_loads():
     are what that npvae did, so the record loads; any other missing setting is damage."""
     from npvae.config import from_dict, record
 
-    values = record(Config())
-    older = {k: v for k, v in values.items() if k not in ("adam_eps", "output_bias", "threads")}
-    assert record(from_dict(older, "config.json")) == values
+    for config in (Config(), Config(optimizer="sgd")):  # sgd: adam_eps acts on nothing
+        values = record(config)
+        older = {k: v for k, v in values.items() if k not in ("adam_eps", "output_bias", "threads")}
+        assert record(from_dict(older, "config.json")) == values
     damaged = {k: v for k, v in values.items() if k != "lr"}
     with pytest.raises(ValueError, match=r"settings \['lr'\] are missing"):
         from_dict(damaged, "config.json")

@@ -193,6 +193,38 @@ def test_prior_log_prob():
     np.testing.assert_allclose(DiagonalGaussian.prior_log_prob(np.zeros((1, 3))), [-1.5 * LOG_2PI])
 
 
+def test_conditional_gaussian_log_prob_matches_the_formula():
+    """log N(z; mu, diag exp(log_var)) for a z drawn elsewhere (not from this mu and log_var)."""
+    mu, log_var, z = _posterior(seed=18)
+    expected = _normal_log_pdf(z, mu, np.exp(log_var)).sum(axis=1)
+    np.testing.assert_allclose(DiagonalGaussian.log_prob(z, mu, log_var), expected, rtol=1e-12)
+    log_p, _, _ = DiagonalGaussian.log_prob_and_grad(z, mu, log_var)
+    np.testing.assert_allclose(log_p, expected, rtol=1e-12)
+    # At mu = 0, log_var = 0 it is the prior; any leading shape: (S, N, d) -> (S, N).
+    zeros = np.zeros_like(z)
+    np.testing.assert_allclose(
+        DiagonalGaussian.log_prob(z, zeros, zeros), DiagonalGaussian.prior_log_prob(z), rtol=1e-12
+    )
+    stacked = DiagonalGaussian.log_prob(
+        np.stack([z, z]), np.stack([mu, mu]), np.stack([log_var] * 2)
+    )
+    np.testing.assert_allclose(stacked, np.stack([expected, expected]), rtol=1e-12)
+
+
+def test_conditional_gaussian_gradients_by_finite_differences():
+    mu, log_var, z = _posterior(seed=19)
+    weight = np.random.default_rng(20).normal(size=len(z))  # d loss / d log p_n
+    _, dmu, dlog_var = DiagonalGaussian.log_prob_and_grad(z, mu, log_var)
+
+    def loss():
+        return float(weight @ DiagonalGaussian.log_prob(z, mu, log_var))
+
+    analytic = {"z": -dmu * weight[:, None], "mu": dmu * weight[:, None]}
+    analytic["log_var"] = dlog_var * weight[:, None]
+    errors = check_gradients(loss, {"z": z, "mu": mu, "log_var": log_var}, analytic)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
 def test_float32_in_float32_out():
     mu, log_var, eps = (a.astype(np.float32) for a in _posterior(seed=15))
     x = np.random.default_rng(16).random((5, 4)).astype(np.float32)
@@ -205,6 +237,8 @@ def test_float32_in_float32_out():
         *DiagonalGaussian.kl_grad(mu, log_var),
         DiagonalGaussian.log_prob_of_sample(eps, log_var),
         DiagonalGaussian.prior_log_prob(mu),
+        DiagonalGaussian.log_prob(eps, mu, log_var),
+        *DiagonalGaussian.log_prob_and_grad(eps, mu, log_var),
         *Bernoulli().log_prob_and_grad(x, logits),
         Bernoulli().mean(logits),
         *gaussian.log_prob_and_grad(x, logits),

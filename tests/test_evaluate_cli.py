@@ -22,8 +22,10 @@ from train_support import (
     use_tiny_mnist,
 )
 
+import npvae.models
 from npvae.evaluate.__main__ import main as evaluate_main
 from npvae.models import VAE
+from npvae.runs import run_title
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def tiny(tmp_path, monkeypatch):
 
 def train_run(tiny, out, capsys, *extra) -> tuple[str, object]:
     model = extra[extra.index("--model") + 1] if "--model" in extra else "vae"
-    small = SMALL if model in ("vae", "iwae") else SMALL_AE  # no --ll-samples for an AE
+    small = SMALL if model in ("vae", "iwae", "iwae2") else SMALL_AE  # no --ll-samples: AE
     argv = ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *small, "--epochs", "2"]
     status, stdout, stderr = run_main([*argv, *extra], capsys)
     assert status == 0, stderr
@@ -68,6 +70,36 @@ def test_a_vae_run_gets_the_elbo_its_terms_log_px_and_active_units(tiny, tmp_pat
     assert ll["k"] == 20 and ll["standard_error"] > 0 and ll["seconds"] >= 0
     assert ll["nats"] >= ll["elbo_same_samples"]
     assert record["n_test"] == 64 and record["binarize_seed"] == 1 and record["epoch"] == 2
+
+
+def test_a_two_layer_iwae_run_trains_resumes_and_is_evaluated(tiny, tmp_path, capsys):
+    layers = ["--model", "iwae2", "--activation", "tanh", "--hidden2", "8", "--latent2", "3"]
+    stdout, run = train_run(tiny, tmp_path / "runs", capsys, *layers, "--k", "2", "--figures")
+    assert "the negative k-sample bound" in stdout.strip().splitlines()[-1]
+    saved = npvae.models.load(run / "checkpoints" / "last.npz")
+    assert run_title(saved, "mnist", 2) == "two-layer IWAE 784-32-2-8-3 on MNIST, epoch 2"
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["loss"] == pytest.approx(-results["test"]["bound"])
+    assert len(results["kl_per_dim"]) == 2 + 3
+    assert sum(results["kl_per_dim"]) == pytest.approx(results["test"]["kl"], abs=1e-3)
+    assert np.isfinite(results["test_log_likelihood"]["nats"])
+    drawn = {path.name for path in run.glob("*.png")}
+    assert {"reconstructions.png", "samples.png", "latent.png", "interpolations.png"} <= drawn
+    assert "kl.png" not in drawn  # z1's prior is p(z1|z2): no closed-form KL per unit
+    row = read_metrics(run)[-1]
+    assert float(row["test_kl"]) > 0
+
+    status, _, err = run_main(["--resume", run, "--epochs", "3"], capsys)
+    assert status == 0, err
+    assert [int(row["epoch"]) for row in read_metrics(run)] == [1, 2, 3]
+
+    status, out, err = evaluate([run, "--k", "20", "--checkpoint", "last"], capsys)
+    assert status == 0, err
+    [record] = evaluations(run).values()
+    assert record["test"]["bound_k"] == 2 and "bound" in record["test"]
+    assert record["active_units"]["of"] == 5 and len(record["kl_per_dim"]) == 5
+    ll = record["log_likelihood"]
+    assert ll["k"] == 20 and ll["nats"] >= ll["elbo_same_samples"]
 
 
 def test_evaluations_are_kept_side_by_side_and_are_reproducible(tiny, tmp_path, capsys):

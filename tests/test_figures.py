@@ -105,6 +105,24 @@ def test_denoising_ae_recon_and_what_it_cannot_draw(tiny_runs, tmp_path, capsys)
     assert no_leftovers(tmp_path) == ["r.png"]
 
 
+def test_a_two_layer_iwae_draws_what_it_has_and_refuses_the_rest(tiny_runs, tmp_path, capsys):
+    """recon, samples, latent (PCA), interpolate and curves; not the closed-form KL's figures."""
+    data, _, _ = tiny_runs
+    common = ["--dataset", "mnist", "--data-dir", data, "--epochs", "1", "--out", tmp_path]
+    layers = ["--model", "iwae2", "--k", "2", "--hidden2", "8", "--latent2", "3"]
+    status = train_main([str(arg) for arg in [*common, *SMALL, *layers, "--no-figures"]])
+    assert status == 0
+    run = only_run(tmp_path)
+    for command in ("recon", "samples", "latent", "interpolate", "curves"):
+        status, _, stderr = run_cli([command, run, "--out", tmp_path / f"{command}.png"], capsys)
+        assert status == 0, (command, stderr)
+        assert_real_png(tmp_path / f"{command}.png")
+    refused = [["kl"], ["encode"], ["manifold"], ["latent", "--projection", "kl"]]
+    for argv in refused:
+        status, _, stderr = run_cli([*argv[:1], run, *argv[1:]], capsys)
+        assert status == 2 and "one stochastic layer" in one_line(stderr), (argv, stderr)
+
+
 def test_a_bare_model_file_with_its_dataset(tiny_runs, tmp_path, capsys):
     data, vae_run, _ = tiny_runs
     model_file = runs.open_saved(vae_run).model.save(tmp_path / "model.npz")

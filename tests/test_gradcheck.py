@@ -72,7 +72,14 @@ def test_cli_table_passes_every_rule(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
-    for name in ["Linear", "ELU", "gaussian_kl_grad", "IWAE k=5", "ContractiveAutoencoder"]:
+    for name in [
+        "Linear",
+        "ELU",
+        "gaussian_kl_grad",
+        "IWAE k=5",
+        "IWAE2",
+        "ContractiveAutoencoder",
+    ]:
         assert name in out
     assert out.strip().endswith("rules pass")
 
@@ -81,7 +88,7 @@ def test_cli_exits_non_zero_on_a_broken_rule(monkeypatch, capsys):
     monkeypatch.setenv(BREAK_VARIABLE, "IWAE k=5")
     assert main(["--only", "IWAE"]) == 1
     out = capsys.readouterr().out
-    assert "IWAE k=1" in out and "1 of 2 rules fail" in out
+    assert "IWAE k=1" in out and "1 of 4 rules fail" in out  # and the two-layer IWAE2's
     monkeypatch.setenv(BREAK_VARIABLE, "Tanh (tanh)")
     assert main(["--only", "tanh"]) == 1
     assert "FAIL" in capsys.readouterr().out

@@ -62,7 +62,7 @@ def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) ->
     test = estimators.evaluate_loss(model, x, rng)
     kl_per_dim = test.pop("kl_per_dim")
     record["test"] = {"elbo": test["elbo"], "recon": test["recon"], "kl": test["kl"]}
-    if model.kind == "iwae":
+    if "bound" in test:  # the IWAE, with one stochastic layer or two
         record["test"]["bound"] = test["bound"]
         record["test"]["bound_k"] = int(model.config["k"])
     elif model.config.get("beta", 1.0) != 1.0:

@@ -110,10 +110,16 @@ def default_path(saved: runs.SavedRun, name: str) -> Path:
 
 
 def _needs(opened: Opened, what: str, name: str) -> None:
-    """A ConfigError unless the model has ``what`` ("sample": a VAE or IWAE; "image" data)."""
+    """A ConfigError unless the model has ``what`` ("sample": a VAE or IWAE; "one layer": a
+    VAE or IWAE with one stochastic layer; "image" data)."""
     model = opened.saved.model
-    if what == "sample" and not hasattr(model, "sample"):
+    if what in ("sample", "one layer") and not hasattr(model, "sample"):
         raise ConfigError(f"{name} needs a VAE or IWAE run; {model.kind} has no prior")
+    if what == "one layer" and model.kind == "iwae2":
+        raise ConfigError(
+            f"{name} needs a VAE or IWAE with one stochastic layer; the two-layer IWAE's z1 has "
+            "p(z1|z2) for its prior, not N(0, I), and its z2 is drawn given z1"
+        )
     if what == "image" and not plots.is_image_data(model.config["input_dim"]):
         raise ConfigError(f"{name} draws images, and {model.config['input_dim']} is not square")
 
@@ -141,6 +147,8 @@ def draw_latent(opened: Opened, path: Path, rng: np.random.Generator, options) -
     codes = model.encode(x)
     kl_per_dim = None
     if isinstance(codes, tuple):
+        if options.projection == "kl":
+            _needs(opened, "one layer", "--projection kl")
         kl_per_dim, _ = plots.posterior_summary(model, x)
         codes = codes[0]
     elif options.projection == "kl":
@@ -153,7 +161,7 @@ def draw_latent(opened: Opened, path: Path, rng: np.random.Generator, options) -
 
 def draw_manifold(opened: Opened, path: Path, rng: np.random.Generator, options) -> Path:
     """The decoder over a 20 × 20 grid of the prior's quantiles (2-d latent spaces only)."""
-    _needs(opened, "sample", "manifold")
+    _needs(opened, "one layer", "manifold")
     _needs(opened, "image", "manifold")
     model = opened.saved.model
     if model.latent_dim != 2:
@@ -179,7 +187,7 @@ def draw_interpolations(opened: Opened, path: Path, rng: np.random.Generator, op
 
 def draw_kl(opened: Opened, path: Path, rng: np.random.Generator, options) -> Path:
     """Each latent dimension's KL on the test set, the active units coloured."""
-    _needs(opened, "sample", "kl")
+    _needs(opened, "one layer", "kl")
     kl_per_dim, mean_variance = plots.posterior_summary(opened.saved.model, opened.x)
     return plots.plot_kl(path, kl_per_dim, mean_variance, title=opened.title)
 
@@ -196,7 +204,7 @@ def draw_curves(opened: Opened, path: Path, rng: np.random.Generator, options) -
 
 def draw_encode(opened: Opened, path: Path, rng: np.random.Generator, options) -> Path:
     """One test image encoded ``--draws`` times: the spread of z, and each draw decoded."""
-    _needs(opened, "sample", "encode")
+    _needs(opened, "one layer", "encode")
     _needs(opened, "image", "encode")
     if not 0 <= options.index < len(opened.x):
         raise ConfigError(f"--index must be in 0..{len(opened.x) - 1}, got {options.index}")

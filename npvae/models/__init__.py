@@ -1,4 +1,4 @@
-"""The models: the autoencoder family, the VAE and the IWAE.
+"""The models: the autoencoder family, the VAE, the IWAE and its two-stochastic-layer form.
 
 Every model has the same shape of API: build it from keyword arguments, call
 ``loss(x, rng)`` to get a dict of per-example metrics with ``self.grads``
@@ -20,6 +20,7 @@ from npvae.models.autoencoders import (
     SparseAutoencoder,
 )
 from npvae.models.base import REGISTRY, Model, load, rebuild
+from npvae.models.hierarchical import IWAE2
 from npvae.models.vae import IWAE, VAE
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ContractiveAutoencoder",
     "DenoisingAutoencoder",
     "IWAE",
+    "IWAE2",
     "Model",
     "SparseAutoencoder",
     "VAE",

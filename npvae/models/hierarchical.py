@@ -1,0 +1,399 @@
+"""The IWAE with two stochastic layers (Burda, Grosse & Salakhutdinov, 2016, appendix).
+
+Inference, bottom up: ``x (N, D)`` -> MLP -> q(z1|x) = N(mu1, diag e^{log_var1}),
+``z1 (N, d1)`` -> MLP -> q(z2|z1) = N(mu2, diag e^{log_var2}), ``z2 (N, d2)``.
+Generation, top down: p(z2) = N(0, I); ``z2`` -> MLP -> p(z1|z2) = N(prior_mu1,
+diag e^{prior_log_var1}); ``z1`` -> MLP -> p(x|z1), Bernoulli logits (or Gaussian
+means).  Both draws are reparameterised, ``z1 = mu1 + e^{log_var1/2} eps1`` and
+``z2 = mu2(z1) + e^{log_var2(z1)/2} eps2``, and every term of
+
+    ``log w = log p(x|z1) + log p(z1|z2) + log p(z2) − log q(z1|x) − log q(z2|z1)``
+
+is had by sampling, with no closed-form KL, as in the paper.  The objective is
+the k-sample bound ``L_k = mean_n [log (1/k) Σ_i w_i]``; k = 1 is the ELBO of the
+same model (the paper's two-layer VAE).  Derivation of the backward pass:
+``docs/models.md#two-stochastic-layers``.
+
+The noise of one sample is one row ``eps (d1 + d2,)``: ``eps1`` in its first
+``d1`` columns, ``eps2`` in the rest; :attr:`IWAE2.latent_dim` is ``d1 + d2``,
+so the evaluation draws ``eps (S, N, latent_dim)`` for this model as for the VAE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npvae import kernels
+from npvae.distributions import DiagonalGaussian, make_likelihood
+from npvae.errors import ConfigError
+from npvae.layers import Linear
+from npvae.models.base import Model, mlp_parameter_count, register
+from npvae.models.vae import _check_common, _fold, _repeat
+from npvae.network import MLP
+
+
+def _per_dim(log_density, *arrays: np.ndarray) -> np.ndarray:
+    """A log-density that sums over the last axis, taken one dimension at a time.
+
+    Each ``(R, d)`` argument gets a trailing axis of one, so the sum is over a
+    single term: ``(R, d) -> (R, d)``.  For the report's KL per dimension.
+    """
+    return log_density(*(array[..., None] for array in arrays))
+
+
+@register
+class IWAE2(Model):
+    """The IWAE with two stochastic layers, z1 and z2 (the paper's MNIST model).
+
+    Parameters
+    ----------
+    input_dim : int
+        Pixels per example, D.
+    hidden1 : sequence of int
+        Widths of the deterministic layers between x and z1: the encoder of
+        q(z1|x) runs through them, the decoder of p(x|z1) through them reversed.
+    latent1 : int
+        d1, the size of z1.
+    hidden2 : sequence of int
+        Widths between z1 and z2: the encoder of q(z2|z1) runs through them,
+        the network of p(z1|z2) through them reversed.
+    latent2 : int
+        d2, the size of z2.
+    activation : str
+        Hidden activation (``npvae.layers.ACTIVATIONS``); the paper's is tanh.
+    likelihood, learned_var, init_log_var :
+        p(x|z1), as for :class:`npvae.models.VAE`.
+    k : int
+        Samples per example in the bound (1: the ELBO).
+    init : {"glorot", "he"}
+    dtype : {"float32", "float64"}
+    seed : int
+        Seed of the initial weights.
+
+    The defaults are the paper's: 784-200-200-100 and 100-100-100-50, tanh, k = 5.
+    """
+
+    kind = "iwae2"
+
+    def __init__(
+        self,
+        input_dim: int = 784,
+        hidden1=(200, 200),
+        latent1: int = 100,
+        hidden2=(100, 100),
+        latent2: int = 50,
+        activation: str = "tanh",
+        likelihood: str = "bernoulli",
+        learned_var: bool = False,
+        init_log_var: float = 0.0,
+        k: int = 5,
+        init: str = "glorot",
+        dtype: str = "float32",
+        seed: int = 0,
+    ) -> None:
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        _check_common(input_dim, hidden1, latent1)
+        _check_common(latent1, hidden2, latent2)
+        config = dict(locals())
+        config.pop("self")
+        config["hidden1"] = [int(width) for width in hidden1]
+        config["hidden2"] = [int(width) for width in hidden2]
+        Model.__init__(self, config)
+        hidden1, hidden2 = config["hidden1"], config["hidden2"]
+        dtype, rng = self.dtype, np.random.default_rng(seed)
+
+        def mlp(sizes, out_activation=None, input_grad=True):
+            return MLP(
+                sizes,
+                activation,
+                out_activation=out_activation,
+                rng=rng,
+                dtype=dtype,
+                init=init,
+                input_grad=input_grad,
+            )
+
+        def head(n_in, n_out):
+            return Linear(n_in, n_out, init=init, rng=rng, dtype=dtype)
+
+        # q(z1|x): x never needs a gradient, so the first layer skips it.
+        self.encoder1 = mlp([input_dim, *hidden1], activation, input_grad=False)
+        self.mu1_head = head(hidden1[-1], latent1)
+        self.log_var1_head = head(hidden1[-1], latent1)
+        # q(z2|z1): z1 is a sample that depends on the parameters below it.
+        self.encoder2 = mlp([latent1, *hidden2], activation)
+        self.mu2_head = head(hidden2[-1], latent2)
+        self.log_var2_head = head(hidden2[-1], latent2)
+        # p(z1|z2), the prior of z1.
+        self.prior_net = mlp([latent2, *hidden2[::-1]], activation)
+        self.prior_mu1_head = head(hidden2[0], latent1)
+        self.prior_log_var1_head = head(hidden2[0], latent1)
+        # p(x|z1); ``decoder`` is the name Model.init_output_bias looks for.
+        self.decoder = mlp([latent1, *hidden1[::-1], input_dim])
+        self.likelihood = make_likelihood(
+            likelihood, input_dim, learned_var=learned_var, init_log_var=init_log_var, dtype=dtype
+        )
+        self._collect(
+            encoder1=self.encoder1,
+            mu1_head=self.mu1_head,
+            log_var1_head=self.log_var1_head,
+            encoder2=self.encoder2,
+            mu2_head=self.mu2_head,
+            log_var2_head=self.log_var2_head,
+            prior_net=self.prior_net,
+            prior_mu1_head=self.prior_mu1_head,
+            prior_log_var1_head=self.prior_log_var1_head,
+            decoder=self.decoder,
+            likelihood=self.likelihood,
+        )
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        input_dim, hidden1, latent1 = config["input_dim"], config["hidden1"], config["latent1"]
+        hidden2, latent2 = config["hidden2"], config["latent2"]
+        learned = config["likelihood"] == "gaussian" and config["learned_var"]
+        return (
+            mlp_parameter_count([input_dim, *hidden1])
+            + 2 * (hidden1[-1] * latent1 + latent1)
+            + mlp_parameter_count([latent1, *hidden2])
+            + 2 * (hidden2[-1] * latent2 + latent2)
+            + mlp_parameter_count([latent2, *hidden2[::-1]])
+            + 2 * (hidden2[0] * latent1 + latent1)
+            + mlp_parameter_count([latent1, *hidden1[::-1], input_dim])
+            + (input_dim if learned else 0)
+        )
+
+    @property
+    def latent_dim(self) -> int:
+        """``d1 + d2``: the stochastic units, z1 then z2, and the noise of one sample."""
+        return self.config["latent1"] + self.config["latent2"]
+
+    def beta_at(self, step: int | None) -> float:
+        return 1.0
+
+    # ----- the verbs ---------------------------------------------------------------
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``x (N, D) -> (mu, log_var)``, each ``(N, d1 + d2)``: q(z1|x), then q(z2|z1 = mu1).
+
+        The first ``d1`` columns are q(z1|x)'s parameters; the last ``d2`` are
+        q(z2|z1)'s at z1's mean, the deterministic path (not the average of
+        q(z2|z1) over z1's draws).
+        """
+        h1 = self.encoder1.forward(self._check_input(x))
+        mu1, log_var1 = self.mu1_head.forward(h1), self.log_var1_head.forward(h1)
+        h2 = self.encoder2.forward(mu1)
+        mu2, log_var2 = self.mu2_head.forward(h2), self.log_var2_head.forward(h2)
+        return np.concatenate([mu1, mu2], axis=1), np.concatenate([log_var1, log_var2], axis=1)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """``z (N, d1 + d2) -> (N, D)``: pixel probabilities (or means) of p(x|z1).
+
+        x depends on z2 only through z1, so the last ``d2`` columns are not read.
+        """
+        z = self._check_latent(z, self.latent_dim)
+        return self.likelihood.mean(self.decoder.forward(z[:, : self.config["latent1"]]))
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Decode q(z1|x)'s mean: ``x (N, D) -> (N, D)``, deterministic."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    def interpolate(self, x_a: np.ndarray, x_b: np.ndarray, steps: int = 10) -> np.ndarray:
+        """Decode ``steps`` evenly spaced points between two images' codes (:meth:`encode`).
+
+        ``x_a, x_b (D,)`` -> ``(steps, D)``; the first row decodes ``x_a``'s code.
+        """
+        mu, _ = self.encode(np.stack([np.ravel(x_a), np.ravel(x_b)]).astype(self.dtype))
+        t = np.linspace(0, 1, steps, dtype=self.dtype)[:, None]
+        return self.decode((1 - t) * mu[0] + t * mu[1])
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` draws from the model: z2 ~ N(0, I), z1 ~ p(z1|z2), decoded to ``(n, D)`` means."""
+        z2 = self._noise(rng, (n, self.config["latent2"]))
+        g = self.prior_net.forward(z2)
+        mu1, log_var1 = self.prior_mu1_head.forward(g), self.prior_log_var1_head.forward(g)
+        z1 = DiagonalGaussian.sample(mu1, log_var1, self._noise(rng, mu1.shape))
+        return self.likelihood.mean(self.decoder.forward(z1))
+
+    # ----- the objective -----------------------------------------------------------
+
+    def _eps(self, eps, rng, n_samples: int, n: int) -> np.ndarray:
+        """The noise ``(S, N, d1 + d2)``: drawn from ``rng``, or ``eps`` itself once checked."""
+        if eps is None:
+            return self._noise(rng, (n_samples, n, self.latent_dim))
+        expected = (n, self.latent_dim)
+        if eps.ndim != 3 or eps.shape[1:] != expected or eps.dtype != self.dtype:
+            raise ConfigError(
+                f"eps must be {self.dtype} (S, {n}, {self.latent_dim}) (eps1 then eps2 in the "
+                f"last axis), got {eps.dtype}{eps.shape}"
+            )
+        return eps
+
+    def loss(
+        self,
+        x: np.ndarray,
+        rng: np.random.Generator | None = None,
+        *,
+        eps: np.ndarray | None = None,
+        step: int | None = None,
+        grad: bool = True,
+    ) -> dict:
+        """The negative k-sample bound, averaged over the batch, and its gradients.
+
+        Parameters
+        ----------
+        x : ndarray (N, D), the model's dtype
+        rng : numpy.random.Generator
+            Draws ``eps``; or pass ``eps (k, N, d1 + d2)`` itself (eps1 in the first
+            ``d1`` columns, eps2 in the rest) to hold the noise fixed.
+        step : int, optional
+            Not used (no warm-up); taken so that a trainer can call every model alike.
+        grad : bool
+            Fill ``self.grads`` with the gradient of ``loss`` (they are zeroed first).
+
+        Returns
+        -------
+        dict with floats ``loss`` (= −``bound``), ``bound``, ``recon`` (−log p(x|z1)),
+        ``kl`` (log q(z1|x) + log q(z2|z1) − log p(z1|z2) − log p(z2)) and
+        ``elbo`` (= −(recon + kl)), each per example and averaged over the k
+        samples, and arrays ``bound_per_example (N,)``, ``recon_per_example (N,)``,
+        ``kl_per_example (N,)``, ``kl_per_dim (d1 + d2,)`` (the sampled KL term of
+        each unit of z1 and z2, averaged over samples and examples; they sum to
+        ``kl``) and ``log_weights (k, N)``.
+        """
+        x = self._check_input(x)
+        n = len(x)
+        eps = self._eps(eps, rng, self.config["k"], n)
+        k, d1 = len(eps), self.config["latent1"]
+        eps_rows = eps.reshape(k * n, self.latent_dim)  # row i N + n: draw i of example n
+        eps1 = np.ascontiguousarray(eps_rows[:, :d1])  # (k N, d1)
+        eps2 = np.ascontiguousarray(eps_rows[:, d1:])  # (k N, d2)
+
+        # Forward.  q(z1|x) once per example; everything after it once per draw.
+        h1 = self.encoder1.forward(x)  # (N, hidden1[-1])
+        mu1, log_var1 = self.mu1_head.forward(h1), self.log_var1_head.forward(h1)  # (N, d1)
+        log_var1_rows = _repeat(log_var1, k)  # (k N, d1)
+        z1 = DiagonalGaussian.sample(_repeat(mu1, k), log_var1_rows, eps1)  # (k N, d1)
+        h2 = self.encoder2.forward(z1)  # (k N, hidden2[-1])
+        mu2, log_var2 = self.mu2_head.forward(h2), self.log_var2_head.forward(h2)  # (k N, d2)
+        z2 = DiagonalGaussian.sample(mu2, log_var2, eps2)  # (k N, d2)
+        g = self.prior_net.forward(z2)  # (k N, hidden2[0])
+        prior_mu1 = self.prior_mu1_head.forward(g)  # (k N, d1)
+        prior_log_var1 = self.prior_log_var1_head.forward(g)  # (k N, d1)
+        out = self.decoder.forward(z1)  # (k N, D): logits, or means
+        x_rows = _repeat(x, k)  # (k N, D)
+        if grad:
+            log_px, dout = self.likelihood.log_prob_and_grad(x_rows, out)  # (k N,), (k N, D)
+            log_pz1, dprior_mu1, dprior_log_var1 = DiagonalGaussian.log_prob_and_grad(
+                z1, prior_mu1, prior_log_var1
+            )  # (k N,), (k N, d1), (k N, d1): d log p(z1|z2) / d its mean and log-variance
+        else:
+            log_px = self.likelihood.log_prob(x_rows, out)  # (k N,)
+            log_pz1 = DiagonalGaussian.log_prob(z1, prior_mu1, prior_log_var1)  # (k N,)
+
+        # The bound: log w_i per draw, then log (1/k) Σ_i w_i by log-sum-exp.
+        log_pz2 = DiagonalGaussian.prior_log_prob(z2)  # (k N,)
+        log_qz1 = DiagonalGaussian.log_prob_of_sample(eps1, log_var1_rows)  # (k N,)
+        log_qz2 = DiagonalGaussian.log_prob_of_sample(eps2, log_var2)  # (k N,)
+        log_w = (log_px + log_pz1 + log_pz2 - log_qz1 - log_qz2).reshape(k, n)
+        bound = kernels.logsumexp(np.ascontiguousarray(log_w.T)) - self.dtype.type(np.log(k))
+
+        recon = -log_px.reshape(k, n).mean(axis=0)  # (N,)
+        kl = (log_qz1 + log_qz2 - log_pz1 - log_pz2).reshape(k, n).mean(axis=0)  # (N,)
+        kl_dim = np.concatenate(
+            [
+                _per_dim(DiagonalGaussian.log_prob_of_sample, eps1, log_var1_rows)
+                - _per_dim(DiagonalGaussian.log_prob, z1, prior_mu1, prior_log_var1),
+                _per_dim(DiagonalGaussian.log_prob_of_sample, eps2, log_var2)
+                - _per_dim(DiagonalGaussian.prior_log_prob, z2),
+            ],
+            axis=1,
+        )  # (k N, d1 + d2)
+        report = {
+            "loss": float(-bound.mean()),
+            "bound": float(bound.mean()),
+            "recon": float(recon.mean()),
+            "kl": float(kl.mean()),
+            "elbo": float(-(recon + kl).mean()),
+            "beta": 1.0,
+            "bound_per_example": bound,
+            "recon_per_example": recon,
+            "kl_per_example": kl,
+            "kl_per_dim": kl_dim.mean(axis=0),
+            "log_weights": log_w,
+        }
+        if not grad:
+            return report
+
+        # Backward: d loss / d log w_i = −w̃_i / N, w̃ the softmax of each example's k
+        # log-weights; every term of log w_i then sends its gradient back, scaled by that.
+        self.zero_grad()
+        normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
+        normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
+        per_row = normalised.reshape(k * n)  # (k N,): d loss / d log w
+        weight = per_row[:, None]  # (k N, 1)
+
+        # log p(x|z1): through the decoder to z1.
+        dout *= weight  # in place: the kernel's fresh array is ours to reuse
+        self.likelihood.accumulate_grads(x_rows, out, per_row)  # a learned variance, if any
+        dz1 = self.decoder.backward(dout)  # (k N, d1)
+        # log p(z1|z2): to z1 directly (d/dz1 = −d/dmean), and through its mean and
+        # log-variance, the prior net, to z2.
+        dprior_mu1 *= weight  # (k N, d1)
+        dprior_log_var1 *= weight
+        dz1 -= dprior_mu1
+        dg = self.prior_mu1_head.backward(dprior_mu1)  # (k N, hidden2[0])
+        dg += self.prior_log_var1_head.backward(dprior_log_var1)
+        dz2 = self.prior_net.backward(dg)  # (k N, d2)
+        # log p(z2) = log N(z2; 0, I): d/dz2 = −z2.
+        dz2 -= weight * z2
+        # z2 = mu2 + e^{log_var2/2} eps2; −log q(z2|z1) = 0.5 Σ (eps2² + log 2π + log_var2)
+        # adds +1/2 per draw to every log_var2 (mu2 drops out, as in the IWAE).
+        dmu2, dlog_var2 = DiagonalGaussian.sample_backward(dz2, log_var2, eps2)  # (k N, d2)
+        dlog_var2 += 0.5 * weight
+        dh2 = self.mu2_head.backward(dmu2)  # (k N, hidden2[-1])
+        dh2 += self.log_var2_head.backward(dlog_var2)
+        dz1 += self.encoder2.backward(dh2)  # z1 also feeds q(z2|z1)
+        # z1 = mu1 + e^{log_var1/2} eps1, and −log q(z1|x) likewise: +1/2 per draw to
+        # log_var1, summed over each example's k draws as the copies are folded back.
+        dmu1_rows, dlog_var1_rows = DiagonalGaussian.sample_backward(dz1, log_var1_rows, eps1)
+        dmu1 = _fold(dmu1_rows, n)  # (N, d1)
+        dlog_var1 = _fold(dlog_var1_rows, n) + 0.5 * per_row.reshape(k, n).sum(axis=0)[:, None]
+        dh1 = self.mu1_head.backward(dmu1)  # (N, hidden1[-1])
+        dh1 += self.log_var1_head.backward(dlog_var1)
+        self.encoder1.backward(dh1)
+        return report
+
+    def log_importance_weights(self, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """``log w`` for ``eps (S, N, d1 + d2)``: ``(S, N)``, with no gradients.
+
+        ``log w = log p(x|z1) + log p(z1|z2) + log p(z2) − log q(z1|x) − log q(z2|z1)``,
+        the terms of :meth:`loss`, computed here on their own path: z1 by
+        broadcasting over the S draws and x paired with its rows, not tiled (the
+        evaluation's hot loop, as in :meth:`npvae.models.VAE.log_importance_weights`).
+        """
+        x = self._check_input(x)
+        n = len(x)
+        eps = self._eps(eps, None, 0, n)  # (S, N, d1 + d2)
+        d1 = self.config["latent1"]
+        eps1 = eps[..., :d1]  # (S, N, d1)
+        eps2 = eps[..., d1:].reshape(-1, self.config["latent2"])  # (S N, d2)
+        h1 = self.encoder1.forward(x)
+        mu1, log_var1 = self.mu1_head.forward(h1), self.log_var1_head.forward(h1)  # (N, d1)
+        z1 = (eps1 * np.exp(log_var1 / 2) + mu1).reshape(-1, d1)  # (S N, d1)
+        h2 = self.encoder2.forward(z1)
+        mu2, log_var2 = self.mu2_head.forward(h2), self.log_var2_head.forward(h2)  # (S N, d2)
+        z2 = eps2 * np.exp(log_var2 / 2) + mu2  # (S N, d2)
+        g = self.prior_net.forward(z2)
+        prior_mu1, prior_log_var1 = (
+            self.prior_mu1_head.forward(g),
+            self.prior_log_var1_head.forward(g),
+        )
+        log_w = self.likelihood.log_prob(x, self.decoder.forward(z1))  # (S N,), x paired
+        log_w += DiagonalGaussian.log_prob(z1, prior_mu1, prior_log_var1)
+        log_w += DiagonalGaussian.prior_log_prob(z2)
+        log_w -= DiagonalGaussian.log_prob_of_sample(eps1, log_var1).reshape(-1)
+        log_w -= DiagonalGaussian.log_prob_of_sample(eps2, log_var2)
+        return log_w.reshape(len(eps), n)
