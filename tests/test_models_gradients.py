@@ -9,6 +9,7 @@ house one: relative error below 1e-7 for every parameter array.
 
 import numpy as np
 import pytest
+from gradient_support import assert_proven, gradient_errors
 
 from npvae.gradcheck import TOLERANCE, check_gradients
 from npvae.models import (
@@ -30,20 +31,6 @@ def _binary_batch(seed=0):
 
 def _real_batch(seed=0):
     return np.random.default_rng(seed).normal(size=(BATCH, INPUT_DIM))
-
-
-def _gradient_errors(model, loss_of):
-    """Relative error of every parameter's gradient; ``loss_of(grad)`` returns the report."""
-    report = loss_of(True)
-    analytic = {name: grad.copy() for name, grad in model.grads.items()}
-    errors = check_gradients(lambda: loss_of(False)["loss"], model.params, analytic)
-    assert set(errors) == set(model.params)
-    return errors, report, analytic
-
-
-def _assert_proven(errors):
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOLERANCE, f"{worst}: {errors[worst]:.2e} (all: {errors})"
 
 
 # ----------------------------------------------------------------------------- autoencoders
@@ -125,8 +112,8 @@ def test_autoencoder_gradients(case):
     def loss_of(grad):
         return model.loss(x, np.random.default_rng(3), grad=grad, corrupt=True)
 
-    errors, report, analytic = _gradient_errors(model, loss_of)
-    _assert_proven(errors)
+    errors, report, analytic = gradient_errors(model, loss_of)
+    assert_proven(errors)
 
     if isinstance(model, DenoisingAutoencoder):
         # The check covered the corruption: it changes the input ...
@@ -200,8 +187,8 @@ def test_vae_gradients(case):
     def loss_of(grad):
         return model.loss(x, eps=eps, step=step, grad=grad)
 
-    errors, report, _ = _gradient_errors(model, loss_of)
-    _assert_proven(errors)
+    errors, report, _ = gradient_errors(model, loss_of)
+    assert_proven(errors)
     assert report["beta"] == model.beta_at(step)
     if model.config["learned_var"]:
         assert "likelihood.log_var" in errors
@@ -215,8 +202,8 @@ def test_vae_gradient_with_noise_drawn_from_a_generator():
     def loss_of(grad):
         return model.loss(x, np.random.default_rng(7), grad=grad)
 
-    errors, _, _ = _gradient_errors(model, loss_of)
-    _assert_proven(errors)
+    errors, _, _ = gradient_errors(model, loss_of)
+    assert_proven(errors)
 
 
 def test_recon_weight_scales_the_reconstruction_term_and_its_gradient(tmp_path):
@@ -253,8 +240,8 @@ def test_vae_gradients_with_free_bits_some_dims_under_the_floor():
 
     model = VAE(**settings, free_bits=floor, beta=1.5)
     _spread_kl(model)
-    errors, report, _ = _gradient_errors(model, lambda grad: model.loss(x, eps=eps, grad=grad))
-    _assert_proven(errors)
+    errors, report, _ = gradient_errors(model, lambda grad: model.loss(x, eps=eps, grad=grad))
+    assert_proven(errors)
 
     kl_per_dim = report["kl_per_dim"]
     under, over = kl_per_dim < floor, kl_per_dim > floor
@@ -274,8 +261,8 @@ def test_iwae_gradients(k, activation):
     model = IWAE(**TINY, hidden=[5], latent_dim=3, activation=activation, k=k, seed=1)
     x = _binary_batch(seed=2)
     eps = _eps(model, k)
-    errors, report, _ = _gradient_errors(model, lambda grad: model.loss(x, eps=eps, grad=grad))
-    _assert_proven(errors)
+    errors, report, _ = gradient_errors(model, lambda grad: model.loss(x, eps=eps, grad=grad))
+    assert_proven(errors)
     assert report["loss"] == -report["bound"]
 
 
@@ -293,8 +280,8 @@ def test_iwae_gradients_gaussian_learned_variance():
     )
     x = _real_batch(seed=9)
     eps = _eps(model, 3)
-    errors, _, _ = _gradient_errors(model, lambda grad: model.loss(x, eps=eps, grad=grad))
-    _assert_proven(errors)
+    errors, _, _ = gradient_errors(model, lambda grad: model.loss(x, eps=eps, grad=grad))
+    assert_proven(errors)
     assert "likelihood.log_var" in errors
 
 

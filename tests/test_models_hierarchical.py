@@ -12,6 +12,7 @@
 
 import numpy as np
 import pytest
+from gradient_support import assert_proven, gradient_errors
 
 import npvae.models
 from npvae.errors import CheckpointError, ConfigError
@@ -117,19 +118,6 @@ def _reference_log_weights(model, x, eps):
     return log_w - terms["log_qz1"] - terms["log_qz2"]
 
 
-def _gradient_errors(model, loss_of):
-    report = loss_of(True)
-    analytic = {name: grad.copy() for name, grad in model.grads.items()}
-    errors = check_gradients(lambda: loss_of(False)["loss"], model.params, analytic)
-    assert set(errors) == set(model.params)
-    return errors, report, analytic
-
-
-def _assert_proven(errors):
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOLERANCE, f"{worst}: {errors[worst]:.2e} (all: {errors})"
-
-
 # name -> (keyword arguments, data)
 GRADIENT_CASES = {
     "k1-elbo": ({"k": 1}, _binary_batch),
@@ -148,10 +136,10 @@ def test_iwae2_gradients(case):
     model = _spread_variances(_model(**kwargs))
     x = make_batch()
     eps = _eps(model, model.config["k"])
-    errors, report, analytic = _gradient_errors(
+    errors, report, analytic = gradient_errors(
         model, lambda grad: model.loss(x, eps=eps, grad=grad)
     )
-    _assert_proven(errors)
+    assert_proven(errors)
     assert report["loss"] == -report["bound"]
     # No array is checked vacuously: each gets a gradient, through every path.
     silent = [name for name, grad in analytic.items() if not np.abs(grad).max() > 1e-6]
@@ -163,10 +151,10 @@ def test_iwae2_gradients(case):
 def test_iwae2_gradient_with_noise_drawn_from_a_generator():
     model = _model(k=2, seed=5)
     x = _binary_batch(seed=6)
-    errors, _, _ = _gradient_errors(
+    errors, _, _ = gradient_errors(
         model, lambda grad: model.loss(x, np.random.default_rng(7), grad=grad)
     )
-    _assert_proven(errors)
+    assert_proven(errors)
 
 
 def test_the_check_has_teeth_on_this_model():

@@ -158,6 +158,17 @@ class Model(ABC):
             raise ValueError("pass rng (a numpy.random.Generator) or the noise array itself")
         return rng.standard_normal(shape, dtype=self.dtype)
 
+    def _eps(self, eps, rng, n_samples: int, n: int) -> np.ndarray:
+        """The noise ``(S, N, latent_dim)``: drawn from ``rng``, or ``eps`` itself once checked."""
+        if eps is None:
+            return self._noise(rng, (n_samples, n, self.latent_dim))
+        expected = (n, self.latent_dim)
+        if eps.ndim != 3 or eps.shape[1:] != expected or eps.dtype != self.dtype:
+            raise ConfigError(
+                f"eps must be {self.dtype} (S, {n}, {self.latent_dim}), got {eps.dtype}{eps.shape}"
+            )
+        return eps
+
     @classmethod
     @abstractmethod
     def parameter_count(cls, config: dict) -> int:

@@ -219,18 +219,6 @@ class IWAE2(Model):
 
     # ----- the objective -----------------------------------------------------------
 
-    def _eps(self, eps, rng, n_samples: int, n: int) -> np.ndarray:
-        """The noise ``(S, N, d1 + d2)``: drawn from ``rng``, or ``eps`` itself once checked."""
-        if eps is None:
-            return self._noise(rng, (n_samples, n, self.latent_dim))
-        expected = (n, self.latent_dim)
-        if eps.ndim != 3 or eps.shape[1:] != expected or eps.dtype != self.dtype:
-            raise ConfigError(
-                f"eps must be {self.dtype} (S, {n}, {self.latent_dim}) (eps1 then eps2 in the "
-                f"last axis), got {eps.dtype}{eps.shape}"
-            )
-        return eps
-
     def loss(
         self,
         x: np.ndarray,

@@ -1,0 +1,24 @@
+"""Helpers for the models' gradient tests: every parameter's error, and the bar it must pass."""
+
+from __future__ import annotations
+
+from npvae.gradcheck import TOLERANCE, check_gradients
+
+
+def gradient_errors(model, loss_of):
+    """Relative error of every parameter's gradient; ``loss_of(grad)`` returns the report.
+
+    Returns ``(errors, report, analytic)``: name -> error, the report of the call with
+    gradients, and a copy of those gradients.
+    """
+    report = loss_of(True)
+    analytic = {name: grad.copy() for name, grad in model.grads.items()}
+    errors = check_gradients(lambda: loss_of(False)["loss"], model.params, analytic)
+    assert set(errors) == set(model.params)
+    return errors, report, analytic
+
+
+def assert_proven(errors):
+    """Every error under the float64 bar, naming the worst array if not."""
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOLERANCE, f"{worst}: {errors[worst]:.2e} (all: {errors})"
