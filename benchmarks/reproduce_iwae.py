@@ -280,9 +280,19 @@ def bounds(runs: list[Path], every: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", help="a TOML config (configs/iwae-paper-*.toml)")
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The script's settings, and the flags it passes on to the trainer.
+
+    The config, if any, comes first: after it, a word that is not this script's is the
+    trainer's, a flag's value included (``--threads 1``), so a value is never taken for
+    the config, with ``--resume`` or without.
+    """
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        usage="%(prog)s [CONFIG | --resume RUN | --curve RUN | --bounds RUN ...] [options] "
+        "[trainer flags]",
+        epilog="CONFIG: a TOML config (configs/iwae-paper-*.toml), always the first argument.",
+    )
     parser.add_argument("--resume", help="a run folder to go on training instead")
     parser.add_argument(
         "--curve", metavar="RUN", help="evaluate RUN's snapshots instead (with --k, --n-test)"
@@ -310,7 +320,15 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=0, help="test images (0: all)")
     parser.add_argument("--out", default="runs/reproduce")
     parser.add_argument("--no-record", action="store_true", help="do not touch README.md")
-    args, trainer_flags = parser.parse_known_args()
+    config = argv[0] if argv and not argv[0].startswith("-") else None
+    args, trainer_flags = parser.parse_known_args(argv[1:] if config else argv)
+    args.config = config
+    args.error = parser.error
+    return args, trainer_flags
+
+
+def main() -> None:
+    args, trainer_flags = parse(sys.argv[1:])
     if args.bounds:
         print(bounds([Path(run) for run in args.bounds], args.snapshot_minutes))
         return
@@ -318,7 +336,7 @@ def main() -> None:
         print(curve(Path(args.curve), args))
         return
     if bool(args.config) == bool(args.resume):
-        parser.error("give a config or --resume RUN")
+        args.error("give a config (the first argument) or --resume RUN")
     run = train(args, trainer_flags)
     record = evaluate(run, args)
     line = row(run, record, args, shlex.join(["python", *sys.argv]))

@@ -76,6 +76,23 @@ def test_bounds_put_each_runs_test_loss_at_every_ten_minutes_side_by_side(script
     assert lines[4] == "| last (epoch, min) | 94.00 (3, 20.0 min) | 96.00 (2, 14.0 min) |"
 
 
+@pytest.mark.parametrize(
+    "argv, config, trainer",
+    [
+        (["--resume", "RUN", "--minutes", "20", "--threads", "1"], None, ["--threads", "1"]),
+        (
+            ["c.toml", "--threads", "1", "--epochs", "620"],
+            "c.toml",
+            ["--threads", "1", "--epochs", "620"],
+        ),
+        (["c.toml", "--minutes", "60", "--seed", "2"], "c.toml", ["--seed", "2"]),
+    ],
+)
+def test_a_trainer_flags_value_is_never_taken_for_the_config(script, argv, config, trainer):
+    args, flags = script.parse(argv)
+    assert (args.config, flags) == (config, trainer)
+
+
 TINY = """\
 model = "iwae"
 k = 2
@@ -118,7 +135,7 @@ def test_a_tiny_run_stops_on_its_budget_snapshots_evaluates_and_resumes(tmp_path
     before = trained_minutes()
     # The budget counts the running epoch; the stopped one's minutes are not in metrics.csv.
     assert 0.05 < before < 0.1 + 0.1
-    out = run_script("--resume", str(run), "--minutes", "0.05", *common)
+    out = run_script("--resume", str(run), "--minutes", "0.05", *common, "--threads", "1")
     cells = [cell.strip() for cell in out.strip().split("\n")[-1].strip("|").split("|")]
     assert int(cells[2].split()[0]) > first  # the earlier minutes did not use up the budget
     assert 0.0 < trained_minutes() - before < 0.05 + 0.1
