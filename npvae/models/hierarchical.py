@@ -28,7 +28,7 @@ from npvae.distributions import DiagonalGaussian, make_likelihood
 from npvae.errors import ConfigError
 from npvae.layers import Linear
 from npvae.models.base import Model, mlp_parameter_count, register
-from npvae.models.vae import _check_common, _fold, _repeat
+from npvae.models.vae import PosteriorMeanVerbs, _check_common, _fold, _repeat
 from npvae.network import MLP
 
 
@@ -42,7 +42,7 @@ def _per_dim(log_density, *arrays: np.ndarray) -> np.ndarray:
 
 
 @register
-class IWAE2(Model):
+class IWAE2(PosteriorMeanVerbs, Model):
     """The IWAE with two stochastic layers, z1 and z2 (the paper's MNIST model).
 
     Parameters
@@ -194,20 +194,6 @@ class IWAE2(Model):
         """
         z = self._check_latent(z, self.latent_dim)
         return self.likelihood.mean(self.decoder.forward(z[:, : self.config["latent1"]]))
-
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """Decode q(z1|x)'s mean: ``x (N, D) -> (N, D)``, deterministic."""
-        mu, _ = self.encode(x)
-        return self.decode(mu)
-
-    def interpolate(self, x_a: np.ndarray, x_b: np.ndarray, steps: int = 10) -> np.ndarray:
-        """Decode ``steps`` evenly spaced points between two images' codes (:meth:`encode`).
-
-        ``x_a, x_b (D,)`` -> ``(steps, D)``; the first row decodes ``x_a``'s code.
-        """
-        mu, _ = self.encode(np.stack([np.ravel(x_a), np.ravel(x_b)]).astype(self.dtype))
-        t = np.linspace(0, 1, steps, dtype=self.dtype)[:, None]
-        return self.decode((1 - t) * mu[0] + t * mu[1])
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` draws from the model: z2 ~ N(0, I), z1 ~ p(z1|z2), decoded to ``(n, D)`` means."""

@@ -46,8 +46,27 @@ def _check_common(input_dim, hidden, latent_dim) -> None:
         raise ConfigError(f"hidden sizes must be one or more positive widths, got {list(hidden)}")
 
 
+class PosteriorMeanVerbs:
+    """``reconstruct`` and ``interpolate`` for a model whose ``encode`` gives ``(mu, log_var)``
+    and whose ``decode`` takes codes shaped like ``mu``: both decode posterior means."""
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Decode the posterior mean: ``x (N, D) -> (N, D)``, deterministic."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    def interpolate(self, x_a: np.ndarray, x_b: np.ndarray, steps: int = 10) -> np.ndarray:
+        """Decode ``steps`` evenly spaced points between the posterior means of two images.
+
+        ``x_a, x_b (D,)`` -> ``(steps, D)``; the first row decodes ``x_a``'s code.
+        """
+        mu, _ = self.encode(np.stack([np.ravel(x_a), np.ravel(x_b)]).astype(self.dtype))
+        t = np.linspace(0, 1, steps, dtype=self.dtype)[:, None]
+        return self.decode((1 - t) * mu[0] + t * mu[1])
+
+
 @register
-class VAE(Model):
+class VAE(PosteriorMeanVerbs, Model):
     """Variational autoencoder with a Gaussian encoder and a Bernoulli or Gaussian decoder.
 
     Parameters
@@ -179,23 +198,9 @@ class VAE(Model):
         z = self._check_latent(z, self.latent_dim)
         return self.likelihood.mean(self.decoder.forward(z))
 
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """Decode the posterior mean: ``x (N, D) -> (N, D)``, deterministic."""
-        mu, _ = self.encode(x)
-        return self.decode(mu)
-
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` draws from the model: ``z ~ N(0, I)``, decoded to ``(n, D)`` means."""
         return self.decode(rng.standard_normal((n, self.latent_dim), dtype=self.dtype))
-
-    def interpolate(self, x_a: np.ndarray, x_b: np.ndarray, steps: int = 10) -> np.ndarray:
-        """Decode ``steps`` evenly spaced points between the posterior means of two images.
-
-        ``x_a, x_b (D,)`` -> ``(steps, D)``; the first row decodes ``x_a``'s code.
-        """
-        mu, _ = self.encode(np.stack([np.ravel(x_a), np.ravel(x_b)]).astype(self.dtype))
-        t = np.linspace(0, 1, steps, dtype=self.dtype)[:, None]
-        return self.decode((1 - t) * mu[0] + t * mu[1])
 
     def beta_at(self, step: int | None) -> float:
         """The KL weight at training step ``step`` (None: after warm-up)."""
