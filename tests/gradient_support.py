@@ -22,3 +22,12 @@ def assert_proven(errors):
     """Every error under the float64 bar, naming the worst array if not."""
     worst = max(errors, key=errors.get)
     assert errors[worst] < TOLERANCE, f"{worst}: {errors[worst]:.2e} (all: {errors})"
+
+
+def errors_with_one_gradient_broken(model, loss_of, name, by=1e-4):
+    """As :func:`gradient_errors`, with the gradient of array ``name`` scaled by ``1 + by``:
+    what the check reports for a backward pass wrong in one place, to show it has teeth."""
+    loss_of(True)
+    analytic = {key: grad.copy() for key, grad in model.grads.items()}
+    analytic[name] *= 1 + by
+    return check_gradients(lambda: loss_of(False)["loss"], model.params, analytic)
