@@ -313,8 +313,7 @@ def make_figures(
             if model.latent_dim == 2:
                 written.append(plot_manifold(out_dir / "manifold.png", model, title=title))
     subset = slice(0, min(len(x), 5000))
-    codes = model.encode(x[subset])
-    codes = codes[0] if isinstance(codes, tuple) else codes
+    codes = model.codes(x[subset])
     subset_labels = None if labels is None else labels[subset]
     written.append(plot_latent(out_dir / "latent.png", codes, subset_labels, title=title))
     # The two-layer IWAE's z1 has p(z1|z2) for its prior, not N(0, I): no closed-form KL

@@ -464,3 +464,18 @@ def test_kl_sparsity_of_a_saturated_unit_is_finite():
         report = model.loss(x)
     assert np.isfinite(report["loss"]) and report["penalty"] > 1.0
     assert all(np.isfinite(grad).all() for grad in model.grads.values())
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_codes_are_the_encoders_output_in_batches(kind):
+    """``codes`` is the encoder's output (q(z|x)'s mean for a VAE), a batch at a time."""
+    settings = dict(input_dim=6, hidden=[5], dtype="float64", seed=0)
+    if kind == "vae":
+        model = VAE(latent_dim=3, **settings)
+    else:
+        model = Autoencoder(code_dim=3, **settings)
+    x = np.random.default_rng(1).random((23, 6))
+    whole = model.encode(x)
+    whole = whole[0] if kind == "vae" else whole
+    np.testing.assert_allclose(model.codes(x, batch_size=5), whole, rtol=1e-12)
+    assert model.codes(x[:0]).shape == (0, 3)

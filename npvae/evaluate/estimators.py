@@ -130,8 +130,7 @@ def active_units(
     model, x: np.ndarray, threshold: float = 0.01, batch_size: int = 1000
 ) -> tuple[int, np.ndarray]:
     """``(count, variances (d,))``: dimensions whose posterior mean varies over ``x``."""
-    means = np.concatenate([model.encode(batch)[0] for batch in _batches(x, batch_size)])
-    variances = means.astype(np.float64).var(axis=0)
+    variances = model.codes(x, batch_size).astype(np.float64).var(axis=0)
     return int((variances > threshold).sum()), variances
 
 
@@ -173,8 +172,7 @@ def autoencoder_metrics(model, x: np.ndarray, rng: np.random.Generator) -> dict:
         norms = np.concatenate([model.jacobian_norm(b) for b in _batches(x, 1000)])
         metrics["jacobian_frobenius"] = float(np.sqrt(norms.astype(np.float64)).mean())
     if model.kind == "sparse-ae":
-        codes = np.concatenate([model.encode(b) for b in _batches(x, 1000)])
-        metrics["mean_activation"] = codes.astype(np.float64).mean(axis=0)
+        metrics["mean_activation"] = model.codes(x).astype(np.float64).mean(axis=0)
         if model.config["sparsity"] == "kl":  # the L1 penalty has no target
             metrics["target"] = float(model.config["target"])
     return metrics

@@ -95,9 +95,7 @@ def train_three(
                 optimizer.step(model.grads)
                 if progress is not None:
                     progress(name, epoch)
-        means = np.concatenate(
-            [model.encode(x_test[i : i + 1000])[0] for i in range(0, len(x_test), 1000)]
-        )
+        means = model.codes(x_test)
         report = model.loss(x_test, np.random.default_rng(seed + 1), grad=False)
         seconds = time.perf_counter() - started
         trained.append(Trained(name, model, means, report["recon"], report["kl"], seconds))

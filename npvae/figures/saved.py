@@ -144,13 +144,12 @@ def draw_latent(opened: Opened, path: Path, rng: np.random.Generator, options) -
     """The test images' codes (posterior means), by label; projected as ``--projection`` says."""
     model = opened.saved.model
     x, labels = opened.x[:LATENT_IMAGES], opened.labels[:LATENT_IMAGES]
-    codes = model.encode(x)
+    codes = model.codes(x)  # (N, d)
     kl_per_dim = None
-    if isinstance(codes, tuple):
+    if hasattr(model, "sample"):  # q(z|x) is a Gaussian: each unit has a KL
         if options.projection == "kl":
             _needs(opened, "one layer", "--projection kl")
         kl_per_dim, _ = plots.posterior_summary(model, x)
-        codes = codes[0]
     elif options.projection == "kl":
         raise ConfigError(f"--projection kl needs a VAE or IWAE run; {model.kind} has no KL")
     return plots.plot_latent(
@@ -177,8 +176,7 @@ def draw_interpolations(opened: Opened, path: Path, rng: np.random.Generator, op
     _needs(opened, "image", "interpolate")
     model, x = opened.saved.model, opened.x
     pairs = rng.choice(len(x), size=(8, 2), replace=len(x) < 16)
-    codes = model.encode(x[pairs.ravel()])
-    codes = (codes[0] if isinstance(codes, tuple) else codes).reshape(8, 2, -1)  # (8, 2, d)
+    codes = model.codes(x[pairs.ravel()]).reshape(8, 2, -1)  # (8, 2, d)
     t = np.linspace(0, 1, 10, dtype=model.dtype)[None, :, None]  # (1, steps, 1)
     lines = (1 - t) * codes[:, :1] + t * codes[:, 1:]  # (8, steps, d)
     images = model.decode(lines.reshape(80, -1)).reshape(8, 10, -1)

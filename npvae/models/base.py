@@ -129,6 +129,18 @@ class Model(ABC):
             mean = np.log(clipped) - np.log1p(-clipped)
         bias[...] = mean
 
+    def codes(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Each image's code, ``x (N, D)`` to ``(N, d)``: the encoder's output, or q(z|x)'s
+        mean where the encoder gives a mean and a log-variance (z1's for the two-layer IWAE).
+
+        ``batch_size`` rows at a time, so the hidden layers' memory does not grow with N.
+        """
+        parts = []
+        for start in range(0, max(len(x), 1), batch_size):  # once for an empty x: (0, d)
+            code = self.encode(x[start : start + batch_size])
+            parts.append(code[0] if isinstance(code, tuple) else code)
+        return np.concatenate(parts)
+
     def zero_grad(self) -> None:
         """Clear every gradient in place: one fill of :attr:`flat_grads`."""
         self.flat_grads.fill(0)
