@@ -7,6 +7,7 @@ second or two each); the evaluations use a few importance samples.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -97,7 +98,11 @@ def test_a_two_layer_iwae_run_trains_resumes_and_is_evaluated(tiny, tmp_path, ca
     assert status == 0, err
     [record] = evaluations(run).values()
     assert record["test"]["bound_k"] == 2 and "bound" in record["test"]
-    assert record["active_units"]["of"] == 5 and len(record["kl_per_dim"]) == 5
+    units = record["active_units"]
+    assert units["of"] == 5 and len(record["kl_per_dim"]) == 5
+    active = np.array(units["variances"]) > units["threshold"]
+    assert units["layers"] == {"z1": [int(active[:2].sum()), 2], "z2": [int(active[2:].sum()), 3]}
+    assert re.search(rf"in z2 +{units['layers']['z2'][0]} of 3\n", out)
     ll = record["log_likelihood"]
     assert ll["k"] == 20 and ll["nats"] >= ll["elbo_same_samples"]
 

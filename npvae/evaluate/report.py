@@ -76,6 +76,13 @@ def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) ->
         "threshold": ACTIVE_THRESHOLD,
         "variances": [round(float(v), 6) for v in variances],
     }
+    if model.kind == "iwae2":  # per stochastic layer, as the IWAE paper counts them
+        first = model.config["latent1"]
+        active = variances > ACTIVE_THRESHOLD
+        record["active_units"]["layers"] = {
+            "z1": [int(active[:first].sum()), first],
+            "z2": [int(active[first:].sum()), int(model.latent_dim) - first],
+        }
     if k > 0:
         started = time.perf_counter()
         sampled = estimators.importance_sampled(
@@ -152,6 +159,8 @@ def format_table(record: dict) -> str:
         f"  active units                    {units['count']:>7} of {units['of']}"
         f"   (Var_x E[z_u] > {units['threshold']:g})"
     )
+    for layer, (count, of) in units.get("layers", {}).items():
+        lines.append(f"    in {layer}                         {count:>7} of {of}")
     lines.append("  per dimension, most KL first: KL (nats) / Var_x E[z_u]")
     kl, variances = np.array(record["kl_per_dim"]), np.array(units["variances"])
     cells = [f"z{j + 1:<3} {kl[j]:5.2f} / {variances[j]:.3f}" for j in np.argsort(-kl)]
