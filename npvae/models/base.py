@@ -131,7 +131,8 @@ class Model(ABC):
 
     def codes(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Each image's code, ``x (N, D)`` to ``(N, d)``: the encoder's output, or q(z|x)'s
-        mean where the encoder gives a mean and a log-variance (z1's for the two-layer IWAE).
+        mean where the encoder gives a mean and a log-variance (for the two-layer IWAE, z1's
+        and then z2's given z1's mean, as :meth:`encode` gives them).
 
         ``batch_size`` rows at a time, so the hidden layers' memory does not grow with N.
         """
