@@ -34,9 +34,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from npvae._files import atomic_path  # noqa: E402
 from npvae.distributions import DiagonalGaussian  # noqa: E402
-
-#: Burda et al.'s (2016) bar: a unit is active when Var_x(E_q[z_u]) exceeds it.
-ACTIVE_THRESHOLD = 0.01
+from npvae.evaluate.estimators import ACTIVE_THRESHOLD  # noqa: E402
 
 
 def tile(images: np.ndarray, n_cols: int, gap: int = 2) -> np.ndarray:

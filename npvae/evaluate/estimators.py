@@ -27,6 +27,9 @@ import numpy as np
 
 from npvae import kernels
 
+#: Burda et al.'s (2016) bar: a unit is active when Var_x(E_q[z_u]) exceeds it.
+ACTIVE_THRESHOLD = 0.01
+
 
 def _batches(x: np.ndarray, batch_size: int):
     for start in range(0, len(x), batch_size):
@@ -127,7 +130,7 @@ def log_likelihood(
 
 
 def active_units(
-    model, x: np.ndarray, threshold: float = 0.01, batch_size: int = 1000
+    model, x: np.ndarray, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000
 ) -> tuple[int, np.ndarray]:
     """``(count, variances (d,))``: dimensions whose posterior mean varies over ``x``."""
     variances = model.codes(x, batch_size).astype(np.float64).var(axis=0)

@@ -21,9 +21,6 @@ from npvae.runs import DATASET_TITLES
 #: 1.2-1.3 s; about 30 MB of arrays at a time.
 CHUNK_ROWS = 5_000
 
-#: Burda et al.'s threshold on ``Var_x(E_q[z_u])`` for an active unit.
-ACTIVE_THRESHOLD = 0.01
-
 
 def evaluation_key(checkpoint: str, epoch: int | None, k: int, n_test: int, seed: int) -> str:
     """``"best@10 k=5000 n_test=10000 seed=1"``: what makes two evaluations different."""
@@ -73,15 +70,15 @@ def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) ->
     record["active_units"] = {
         "count": count,
         "of": int(model.latent_dim),
-        "threshold": ACTIVE_THRESHOLD,
+        "threshold": estimators.ACTIVE_THRESHOLD,
         "variances": [round(float(v), 6) for v in variances],
     }
     if model.kind == "iwae2":  # per stochastic layer, as the IWAE paper counts them
-        first = model.config["latent1"]
-        active = variances > ACTIVE_THRESHOLD
+        first, second = model.config["latent1"], model.config["latent2"]
+        active = variances > estimators.ACTIVE_THRESHOLD
         record["active_units"]["layers"] = {
             "z1": [int(active[:first].sum()), first],
-            "z2": [int(active[first:].sum()), int(model.latent_dim) - first],
+            "z2": [int(active[first:].sum()), second],
         }
     if k > 0:
         started = time.perf_counter()
