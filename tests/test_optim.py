@@ -225,6 +225,36 @@ def test_a_packed_model_is_updated_in_one_pass_bit_identical_to_one_per_array(na
         np.testing.assert_array_equal(state_packed[key], state_separate[key], err_msg=key)
 
 
+def test_the_one_pass_follows_the_gradient_arrays_it_is_given(monkeypatch):
+    # The optimizer remembers which flat array the last gradients tiled; given other
+    # arrays (copies, which tile nothing) it must notice and update one array at a time.
+    from npvae.models import VAE
+
+    model = VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1)
+    twin = VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1)
+    optimizer, reference = Adam(model.params, lr=1e-3), Adam(twin.params, lr=1e-3)
+    calls, real = [], Adam._update
+
+    def spy(self, params, grads, buffers):
+        if self is optimizer:
+            calls.append(list(params))
+        real(self, params, grads, buffers)
+
+    monkeypatch.setattr(Adam, "_update", spy)
+    x = (np.random.default_rng(0).random((16, 20)) < 0.4).astype(np.float32)
+    rng, twin_rng = np.random.default_rng(1), np.random.default_rng(1)
+    for packed in (True, False, True, False):
+        model.loss(x, rng)
+        grads = model.grads if packed else {k: g.copy() for k, g in model.grads.items()}
+        optimizer.step(grads)
+        twin.loss(x, twin_rng)
+        reference.step({k: g.copy() for k, g in twin.grads.items()})
+    names = list(model.params)
+    assert calls == [["all"], names, ["all"], names]
+    for key in model.params:
+        np.testing.assert_array_equal(model.params[key], twin.params[key], err_msg=key)
+
+
 def test_step_rejects_grads_that_do_not_fit_params():
     params = _new_params()
     opt = make_optimizer("adam", params, 0.01)
