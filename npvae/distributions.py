@@ -137,7 +137,10 @@ class Bernoulli:
         return kernels.bernoulli_log_prob(x, logits)
 
     def log_prob_and_grad(self, x: np.ndarray, logits: np.ndarray):
-        """``(log p (N,), d log p / d logits (N, D))``; the gradient is ``x − sigmoid(logits)``."""
+        """``(log p (N,), d log p / d logits (N, D))``; the gradient is ``x − sigmoid(logits)``.
+
+        ``x`` is ``(N, D)`` or ``(n, D)``, paired with the rows as in :meth:`log_prob`.
+        """
         return kernels.bernoulli_log_prob_and_grad(x, logits)
 
     def accumulate_grads(self, x: np.ndarray, out: np.ndarray, weight: np.ndarray) -> None:
@@ -184,20 +187,28 @@ class Gaussian:
         """
         return self.params["log_var"] if self.learned else self._fixed_log_var
 
+    @staticmethod
+    def _residuals(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """``x − mean``, ``(N, D)``, each row of ``mean`` against its example in ``x``.
+
+        ``x`` is ``(N, D)``, or ``(n, D)`` for ``N = S n`` sample-major rows, as for
+        :class:`Bernoulli`: broadcast over the ``S`` draws, not tiled.
+        """
+        return (x - mean.reshape(-1, *x.shape)).reshape(mean.shape)
+
     def log_prob(self, x: np.ndarray, mean: np.ndarray) -> np.ndarray:
         """``log p(x|z)`` per row of ``mean (N, D)``: ``(N,)``; ``x`` as for :class:`Bernoulli`."""
         precision = np.exp(-self.log_var)
-        sq = (mean.reshape(-1, *x.shape) - x) ** 2  # (S, n, D): each draw against its example
-        log_p = -0.5 * (sq @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
-        return log_p.reshape(len(mean))
+        sq = self._residuals(x, mean) ** 2
+        return -0.5 * (sq @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
 
     def log_prob_and_grad(self, x: np.ndarray, mean: np.ndarray):
-        """``(log p (N,), d log p / d mean (N, D))``.
+        """``(log p (N,), d log p / d mean (N, D))``; ``x`` as for :meth:`log_prob`.
 
         See ``docs/backprop.md#gaussian-likelihood``.
         """
         precision = np.exp(-self.log_var)
-        diff = x - mean
+        diff = self._residuals(x, mean)
         log_p = -0.5 * ((diff * diff) @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
         return log_p, diff * precision
 
@@ -206,11 +217,12 @@ class Gaussian:
 
         See ``docs/backprop.md#gaussian-likelihood``.
 
-        ``weight (N,)`` is d(loss)/d(log p_n) for each example.
+        ``weight (N,)`` is d(loss)/d(log p_n) for each row of ``mean (N, D)``; ``x`` as
+        for :meth:`log_prob`.
         """
         if not self.learned:
             return
-        diff = x - mean
+        diff = self._residuals(x, mean)
         dlog_var = 0.5 * (diff * diff * np.exp(-self.log_var) - 1)
         self.grads["log_var"] += weight @ dlog_var
 

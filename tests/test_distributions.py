@@ -72,6 +72,28 @@ def test_gaussian_accumulates_and_fixed_variance_has_no_parameters():
     assert fixed.mean(mean) is mean
 
 
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_each_likelihood_pairs_s_draws_with_their_examples_as_if_tiled(likelihood):
+    # The models hand x (n, D) beside S n sample-major rows (row i draws for x[i mod n]).
+    lik, x, _ = _gaussian_case(seed=5, n=3)
+    out = np.random.default_rng(6).normal(size=(4 * len(x), x.shape[1]))  # S = 4
+    if likelihood == "bernoulli":
+        lik, x = Bernoulli(), (x > 0).astype(np.float64)
+    tiled = np.tile(x, (4, 1))
+    weight = np.random.default_rng(7).normal(size=len(out))
+    np.testing.assert_array_equal(lik.log_prob(x, out), lik.log_prob(tiled, out))
+    for got, expected in zip(lik.log_prob_and_grad(x, out), lik.log_prob_and_grad(tiled, out)):
+        np.testing.assert_array_equal(got, expected)
+    lik.zero_grad()
+    lik.accumulate_grads(x, out, weight)
+    paired = {name: grad.copy() for name, grad in lik.grads.items()}
+    lik.zero_grad()
+    lik.accumulate_grads(tiled, out, weight)
+    assert paired.keys() == lik.grads.keys()
+    for name in paired:
+        np.testing.assert_array_equal(paired[name], lik.grads[name])
+
+
 # ----------------------------------------------------------------------------- Bernoulli p(x|z)
 
 

@@ -257,14 +257,13 @@ class IWAE2(PosteriorMeanVerbs, Model):
         prior_mu1 = self.prior_mu1_head.forward(g)  # (k N, d1)
         prior_log_var1 = self.prior_log_var1_head.forward(g)  # (k N, d1)
         out = self.decoder.forward(z1)  # (k N, D): logits, or means
-        x_rows = _repeat(x, k)  # (k N, D)
-        if grad:
-            log_px, dout = self.likelihood.log_prob_and_grad(x_rows, out)  # (k N,), (k N, D)
+        if grad:  # x (N, D) is paired with the k N rows of out, not tiled
+            log_px, dout = self.likelihood.log_prob_and_grad(x, out)  # (k N,), (k N, D)
             log_pz1, dprior_mu1, dprior_log_var1 = DiagonalGaussian.log_prob_and_grad(
                 z1, prior_mu1, prior_log_var1
             )  # (k N,), (k N, d1), (k N, d1): d log p(z1|z2) / d its mean and log-variance
         else:
-            log_px = self.likelihood.log_prob(x_rows, out)  # (k N,)
+            log_px = self.likelihood.log_prob(x, out)  # (k N,)
             log_pz1 = DiagonalGaussian.log_prob(z1, prior_mu1, prior_log_var1)  # (k N,)
 
         # The bound: log w_i per draw, then log (1/k) Σ_i w_i by log-sum-exp.
@@ -311,7 +310,7 @@ class IWAE2(PosteriorMeanVerbs, Model):
 
         # log p(x|z1): through the decoder to z1.
         dout *= weight  # in place: the kernel's fresh array is ours to reuse
-        self.likelihood.accumulate_grads(x_rows, out, per_row)  # a learned variance, if any
+        self.likelihood.accumulate_grads(x, out, per_row)  # a learned variance, if any
         dz1 = self.decoder.backward(dout)  # (k N, d1)
         # log p(z1|z2): to z1 directly (d/dz1 = −d/dmean), and through its mean and
         # log-variance, the prior net, to z2.

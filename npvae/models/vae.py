@@ -253,14 +253,15 @@ class VAE(PosteriorMeanVerbs, Model):
         # sample-major: row l N + n is draw l of example n.
         h = self.encoder.forward(x)
         mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)  # (N, d)
-        x_rows, log_var_rows = _repeat(x, n_samples), _repeat(log_var, n_samples)
+        log_var_rows = _repeat(log_var, n_samples)
         eps_rows = eps.reshape(n_samples * n, self.latent_dim)
         z = DiagonalGaussian.sample(_repeat(mu, n_samples), log_var_rows, eps_rows)  # (L N, d)
         out = self.decoder.forward(z)  # (L N, D): logits, or means
+        # x (N, D) is paired with the L N rows of out by the likelihood, not tiled L times.
         if grad:
-            log_px, dout = self.likelihood.log_prob_and_grad(x_rows, out)  # dout: d log p / d out
+            log_px, dout = self.likelihood.log_prob_and_grad(x, out)  # dout: d log p / d out
         else:
-            log_px = self.likelihood.log_prob(x_rows, out)  # (L N,)
+            log_px = self.likelihood.log_prob(x, out)  # (L N,)
 
         # The loss: reconstruction averaged over the draws, KL in closed form.
         recon = -log_px.reshape(n_samples, n).mean(axis=0)  # (N,)
@@ -290,7 +291,7 @@ class VAE(PosteriorMeanVerbs, Model):
         n_rows = n_samples * n
         per_row = np.full(n_rows, -recon_weight / n_rows, dtype=self.dtype)  # (L N,)
         dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
-        self.likelihood.accumulate_grads(x_rows, out, per_row)  # a learned variance, if any
+        self.likelihood.accumulate_grads(x, out, per_row)  # a learned variance, if any
         dz = self.decoder.backward(dout)  # (L N, d)
         dmu_rows, dlog_var_rows = DiagonalGaussian.sample_backward(dz, log_var_rows, eps_rows)
         kl_weight = np.full(self.latent_dim, beta / n, dtype=self.dtype)  # (d,)
@@ -391,14 +392,14 @@ class IWAE(VAE):
         # Forward, as in the VAE: q(z|x), k draws of z per example (rows sample-major), p(x|z).
         h = self.encoder.forward(x)
         mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)  # (N, d)
-        x_rows, log_var_rows = _repeat(x, k), _repeat(log_var, k)
+        log_var_rows = _repeat(log_var, k)
         eps_rows = eps.reshape(k * n, self.latent_dim)
         z = DiagonalGaussian.sample(_repeat(mu, k), log_var_rows, eps_rows)  # (k N, d)
         out = self.decoder.forward(z)  # (k N, D)
         if grad:
-            log_px, dout = self.likelihood.log_prob_and_grad(x_rows, out)
+            log_px, dout = self.likelihood.log_prob_and_grad(x, out)  # x paired, not tiled
         else:
-            log_px = self.likelihood.log_prob(x_rows, out)  # (k N,)
+            log_px = self.likelihood.log_prob(x, out)  # (k N,)
 
         # The bound: log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), and
         # L_k = log (1/k) Σ_i w_i, by log-sum-exp over each example's k weights.
@@ -433,7 +434,7 @@ class IWAE(VAE):
         normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
         per_row = normalised.reshape(k * n)  # d loss / d log w, one per row
         dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
-        self.likelihood.accumulate_grads(x_rows, out, per_row)
+        self.likelihood.accumulate_grads(x, out, per_row)
         dz = self.decoder.backward(dout)  # (k N, d)
         dz += per_row[:, None] * -z  # log p(z): d/dz = −z
         dmu_rows, dlog_var_rows = DiagonalGaussian.sample_backward(dz, log_var_rows, eps_rows)
