@@ -35,6 +35,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from npvae._files import atomic_path  # noqa: E402
 from npvae.distributions import DiagonalGaussian  # noqa: E402
 from npvae.evaluate.estimators import ACTIVE_THRESHOLD  # noqa: E402
+from npvae.runs import FIGURE_IMAGES  # noqa: E402
 
 
 def tile(images: np.ndarray, n_cols: int, gap: int = 2) -> np.ndarray:
@@ -287,8 +288,15 @@ def make_figures(
     out_dir,
     rng: np.random.Generator,
     title: str | None = None,
+    posterior: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Path]:
-    """All the figures that suit ``model``, from test data ``x (N, D)``; returns their paths."""
+    """All the figures that suit ``model``, from test data ``x (N, D)``; returns their paths.
+
+    The images shown come from the first :data:`~npvae.runs.FIGURE_IMAGES` of ``x``;
+    ``labels (N,)`` or None.  ``posterior``: the ``(kl_per_dim (d,), mean_variance (d,))``
+    of the KL figure when the caller has them for the whole test set and passes only its
+    first images as ``x``; by default :func:`posterior_summary` of ``x``.
+    """
     out_dir = Path(out_dir)
     written = []
     generative = hasattr(model, "sample")
@@ -310,13 +318,15 @@ def make_figures(
             written.append(plot_interpolations(out_dir / "interpolations.png", lines, title=title))
             if model.latent_dim == 2:
                 written.append(plot_manifold(out_dir / "manifold.png", model, title=title))
-    subset = slice(0, min(len(x), 5000))
+    subset = slice(0, min(len(x), FIGURE_IMAGES))
     codes = model.codes(x[subset])
     subset_labels = None if labels is None else labels[subset]
     written.append(plot_latent(out_dir / "latent.png", codes, subset_labels, title=title))
     # The two-layer IWAE's z1 has p(z1|z2) for its prior, not N(0, I): no closed-form KL
     # per unit to draw (its sampled one is in results.json).
     if generative and model.kind != "iwae2":
-        kl_per_dim, mean_variance = posterior_summary(model, x)
+        if posterior is None:
+            posterior = posterior_summary(model, x)
+        kl_per_dim, mean_variance = posterior
         written.append(plot_kl(out_dir / "kl.png", kl_per_dim, mean_variance, title=title))
     return written

@@ -30,6 +30,9 @@ from npvae.serialize import load_arrays
 
 CHECKPOINTS = ("best", "last")
 
+#: The figures draw from the first this many test images (the latent map shows them all).
+FIGURE_IMAGES = 5000
+
 #: Model kinds as a title names them.
 TITLES = {
     "vae": "VAE",

@@ -205,6 +205,18 @@ def test_make_figures_writes_what_suits_the_model(vae, x, tmp_path):
     assert_only_png(ae_dir, ["latent.png", "reconstructions.png"])
 
 
+def test_make_figures_draws_the_kl_summary_it_is_handed(vae, x, tmp_path, monkeypatch):
+    # The trainer passes only the first test images, with the KL figure's summary of all.
+    given = (np.array([0.5, 2.0]), np.array([0.001, 0.3]))
+    drawn_kl = []
+    monkeypatch.setattr(plots, "plot_kl", lambda path, kl, var, title=None: drawn_kl.append(
+        (kl, var)) or path)  # fmt: skip
+    plots.make_figures(vae, x, None, tmp_path, np.random.default_rng(0), posterior=given)
+    assert len(drawn_kl) == 1 and all(a is b for a, b in zip(drawn_kl[0], given))
+    plots.make_figures(vae, x, None, tmp_path, np.random.default_rng(0))
+    np.testing.assert_allclose(drawn_kl[1][0], plots.posterior_summary(vae, x)[0])
+
+
 def test_make_figures_titles_every_figure_with_the_run(vae, x, drawn, tmp_path):
     plots.make_figures(vae, x, None, tmp_path, np.random.default_rng(0), title="VAE, epoch 3")
     assert len(drawn) == 6
