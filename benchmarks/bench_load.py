@@ -10,10 +10,13 @@ Four cases, for npvae and for PyTorch, each training in a process of its own
 * ``two``: two trainings of the same tool at once (the worse of the two is shown).
 
 npvae runs with its own choice of threads (``--threads auto``, the default of
-``python -m npvae.train``), PyTorch with its own (one per core).  Each figure is
-the median epoch of epochs 2 and later; ``x quiet`` divides it by the same tool's
-quiet figure.  A subset of MNIST (``--limit``) keeps a run to minutes: PyTorch
-under the mixed load can be tens of times slower than quiet.
+``python -m npvae.train``), PyTorch with its own (one per core).  A training's figure
+is its median epoch of epochs 2 and later.  ``--rounds N`` goes through every case N
+times; a case's figure is then the median over rounds (the spread in brackets), and
+``x quiet`` the median over rounds of the case's figure divided by the same tool's
+quiet figure of the same round, so that the machine's own drift between rounds
+cancels.  A subset of MNIST (``--limit``) keeps a run to minutes: PyTorch under the
+mixed load can be tens of times slower than quiet.
 
     python benchmarks/bench_load.py --data-dir ../shared/data/mnist --limit 10000
 
@@ -27,6 +30,7 @@ import argparse
 import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -106,6 +110,12 @@ def train_once(tool: str, case: str, options) -> tuple[float, list]:
         stop_load(load)
 
 
+def _median_and_spread(values: list[float]) -> str:
+    """``"1.23"`` for one value, ``"1.23 (1.10–1.40)"`` for several."""
+    text = f"{statistics.median(values):.2f}"
+    return text if len(values) == 1 else f"{text} ({compare_pytorch.spread(values)})"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--data-dir", default="../shared/data/mnist")
@@ -113,25 +123,30 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training")
     parser.add_argument("--cases", default=",".join(CASES), help=f"of: {', '.join(CASES)}")
     parser.add_argument("--tools", default="npvae,torch")
+    parser.add_argument("--rounds", type=int, default=1, help="times through every case")
     parser.add_argument("--mixed-load", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.mixed_load:
         mixed_load()
     cases, tools = options.cases.split(","), options.tools.split(",")
+    if options.rounds < 1 or "quiet" not in cases:
+        parser.error("--rounds must be at least 1, and --cases must include quiet")
     print(
         f"classic VAE, {options.limit or 60000} training images, {options.epochs} epochs "
-        f"per training; {os.cpu_count()} cores"
+        f"per training, {options.rounds} round(s); {os.cpu_count()} cores"
     )
-    seconds: dict[tuple[str, str], float] = {}
-    for case in cases:
-        for tool in tools:  # alternate the tools within each case
-            before = compare_pytorch.load_text()
-            seconds[tool, case], threads = train_once(tool, case, options)
-            print(
-                f"  {case:>5} {tool:>5}: {seconds[tool, case]:.2f} s/epoch, threads "
-                f"{'/'.join(map(str, threads))} ({before} -> {compare_pytorch.load_text()})",
-                flush=True,
-            )
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for round_ in range(options.rounds):
+        for case in cases:
+            for tool in tools:  # alternate the tools within each case
+                before = compare_pytorch.load_text()
+                figure, threads = train_once(tool, case, options)
+                seconds.setdefault((tool, case), []).append(figure)
+                print(
+                    f"  round {round_ + 1} {case:>5} {tool:>5}: {figure:.2f} s/epoch, threads "
+                    f"{'/'.join(map(str, threads))} ({before} -> {compare_pytorch.load_text()})",
+                    flush=True,
+                )
     print()
     header = "| case |" + "".join(f" {tool} s/epoch | x quiet |" for tool in tools)
     print(header)
@@ -139,9 +154,9 @@ def main(argv=None) -> int:
     for case in cases:
         cells = ""
         for tool in tools:
-            value = seconds[tool, case]
-            quiet = seconds.get((tool, "quiet"))
-            cells += f" {value:.2f} | {value / quiet:.2f} |" if quiet else f" {value:.2f} | |"
+            figures = seconds[tool, case]
+            ratios = [value / quiet for value, quiet in zip(figures, seconds[tool, "quiet"])]
+            cells += f" {_median_and_spread(figures)} | {_median_and_spread(ratios)} |"
         print(f"| {case} |{cells}")
     return 0
 
