@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from npvae.checkpoint import load_checkpoint
+from npvae.validate import K_SAMPLE
 
 README = Path(__file__).resolve().parent / "README.md"
 TABLE_HEADING = "## Reproducing the IWAE paper (reproduce_iwae.py)"
@@ -157,7 +158,7 @@ def training_minutes(run: Path, *, running_since: float | None = None) -> float:
 
 def row(run: Path, record: dict, args, command: str) -> str:
     config = json.loads((run / "config.json").read_text())
-    k = config["k"] if config["model"] in ("iwae", "iwae2") else 1
+    k = config["k"] if config["model"] in K_SAMPLE else 1
     paper = PAPER.get((config["model"], k))
     ll = record["log_likelihood"]
     units = record["active_units"]
@@ -245,7 +246,7 @@ def describe(run: Path) -> str:
     2e-3 to 2e-4 over 400"."""
     config = json.loads((run / "config.json").read_text())
     name = config["model"].upper()
-    if config["model"] in ("iwae", "iwae2"):
+    if config["model"] in K_SAMPLE:
         name += f" k={config['k']}"
     lr, epochs, schedule = config["lr"], config["epochs"], config["schedule"]
     if schedule == "exponential":

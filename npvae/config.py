@@ -23,6 +23,8 @@ from npvae.errors import ConfigError
 from npvae.validate import (
     BOUNDS,
     CHOICES,
+    GENERATIVE,
+    K_SAMPLE,
     KINDS,
     MODELS,
     check_choice,
@@ -186,7 +188,6 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
-_GENERATIVE = ("vae", "iwae", "iwae2")
 
 #: The settings that act on some runs only: name -> (the runs they act on, in words; a test).
 #: Given where it has no effect, a setting is refused; config.json records it as null there.
@@ -198,7 +199,7 @@ APPLIES = {
     ),
     "learn_var": (
         "a vae, iwae or iwae2 with --likelihood gaussian",
-        lambda c: c.model in _GENERATIVE and c.likelihood == "gaussian",
+        lambda c: c.model in GENERATIVE and c.likelihood == "gaussian",
     ),
     "lr_step": ("--schedule step", lambda c: c.schedule == "step"),
     "lr_gamma": (
@@ -209,7 +210,7 @@ APPLIES = {
         name: ("--model vae", lambda c: c.model == "vae")
         for name in ("beta", "warmup", "free_bits", "samples")
     },
-    "k": ("--model iwae or iwae2", lambda c: c.model in ("iwae", "iwae2")),
+    "k": ("--model iwae or iwae2", lambda c: c.model in K_SAMPLE),
     **{name: ("--model iwae2", lambda c: c.model == "iwae2") for name in ("hidden2", "latent2")},
     **{
         name: ("--model sparse-ae", lambda c: c.model == "sparse-ae")
@@ -221,10 +222,10 @@ APPLIES = {
     },
     "contraction": ("--model contractive-ae", lambda c: c.model == "contractive-ae"),
     "adam_eps": ("--optimizer adam", lambda c: c.optimizer == "adam"),
-    "ll_samples": ("--model vae, iwae or iwae2", lambda c: c.model in _GENERATIVE),
+    "ll_samples": ("--model vae, iwae or iwae2", lambda c: c.model in GENERATIVE),
     "ll_examples": (
         "--model vae, iwae or iwae2 with --ll-samples above 0",
-        lambda c: c.model in _GENERATIVE and c.ll_samples > 0,
+        lambda c: c.model in GENERATIVE and c.ll_samples > 0,
     ),
 }
 
@@ -318,7 +319,7 @@ def validate(config: Config, given: dict | None = None) -> Config:
             "contractive-ae supports a one-layer encoder only: "
             "leave out --hidden or pass --hidden none"
         )
-    if config.model in _GENERATIVE and not config.resolved_hidden():
+    if config.model in GENERATIVE and not config.resolved_hidden():
         raise ConfigError(f"{config.model} needs at least one hidden layer (--hidden 400)")
     if config.model == "iwae2" and not config.resolved_hidden2():
         raise ConfigError("iwae2 needs at least one hidden layer between z1 and z2 (--hidden2 100)")

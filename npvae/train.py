@@ -42,6 +42,7 @@ from npvae.data import Batches
 from npvae.errors import CheckpointError, ConfigError, NpvaeError
 from npvae.optim import clip_grad_norm
 from npvae.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
+from npvae.validate import GENERATIVE, K_SAMPLE
 
 METRICS = [
     "epoch", "lr", "train_loss", "train_recon", "train_kl", "val_loss", "test_loss",
@@ -278,10 +279,6 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
             )
 
 
-#: The models whose loss has a KL term (the IWAEs': the sampled one of their ELBO).
-GENERATIVE = ("vae", "iwae", "iwae2")
-
-
 def _epoch_row(run: Run, epoch: int, partial: dict, x_val, x_test) -> dict:
     """metrics.csv's line but the timing: the epoch's running training averages and evaluations."""
     sums, n = partial["sums"], partial["n"]
@@ -501,7 +498,7 @@ def _epoch_line(row: dict, epochs: int, model: str) -> str:
     if row["val_loss"] != "":
         line += f"  val {row['val_loss']:.2f}"
     line += f"  test {row['test_loss']:.2f}"
-    if row["test_kl"] != "" and model in ("iwae", "iwae2"):  # loss -L_k; terms the ELBO's
+    if row["test_kl"] != "" and model in K_SAMPLE:  # loss -L_k; terms the ELBO's
         elbo_terms = row["test_recon"] + row["test_kl"]
         line += f" (-L_k; one-sample ELBO {elbo_terms:.2f}: recon {row['test_recon']:.2f}"
         line += f" + KL {row['test_kl']:.2f})"

@@ -19,6 +19,10 @@ import math
 from npvae.errors import ConfigError
 
 MODELS = ("vae", "iwae", "iwae2", "ae", "sparse-ae", "denoising-ae", "contractive-ae")
+#: The models with a latent prior: they sample, and have a KL and a log-likelihood.
+GENERATIVE = ("vae", "iwae", "iwae2")
+#: The models trained on the k-sample bound (``--k``); their loss is −L_k, not recon + KL.
+K_SAMPLE = ("iwae", "iwae2")
 DATASETS = ("auto", "mnist", "fashion-mnist", "digits")
 ACTIVATIONS = ("relu", "leaky-relu", "tanh", "sigmoid", "softplus", "elu")
 
