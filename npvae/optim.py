@@ -133,7 +133,8 @@ class Optimizer(ABC):
         self._buffers: dict[str, dict[str, np.ndarray]] = {}
         self._flat_params = _tiled(params)  # None unless the params are packed
         # The flat arrays that the gradients and the state buffers tile, found once:
-        # _tiled costs ~50 us a call, a twentieth of a small model's step.
+        # _tiled costs ~50 us a call, and looking up all three each step took 0.15 ms,
+        # 4% of a classic VAE step.
         self._seen_grads: tuple[tuple[np.ndarray, ...], np.ndarray | None] = ((), None)
         self._flat_buffers: dict[str, dict[str, np.ndarray]] | None = None
 
