@@ -388,12 +388,12 @@ def finish(run: Run) -> dict:
         # of the float test set go first (15 MB of MNIST's 31), and hand over the KL figure's
         # summary of all of them.
         shown, labels = x_test[: runs.FIGURE_IMAGES].copy(), run.data.y_test
+        labels = None if labels is None else labels[: runs.FIGURE_IMAGES]
         posterior = None if kl_per_dim is None else (kl_per_dim, variances)
         del x_test
         from npvae import plots  # matplotlib costs 30 MB; a run without figures never loads it
 
         title = runs.run_title(model, run.data.name, run.epoch)
-        labels = None if labels is None else labels[: runs.FIGURE_IMAGES]
         plots.make_figures(model, shown, labels, run.folder, rng, title=title, posterior=posterior)
         rows = _read_metrics(run.folder / "metrics.csv")
         if rows:

@@ -37,9 +37,6 @@ FILE_NAMES = {
     "encode": "stochastic",
 }
 
-#: Test images drawn in the latent plot (as the training run's figures).
-LATENT_IMAGES = 5000
-
 
 @dataclass
 class Opened:
@@ -143,7 +140,7 @@ def draw_samples(opened: Opened, path: Path, rng: np.random.Generator, options) 
 def draw_latent(opened: Opened, path: Path, rng: np.random.Generator, options) -> Path:
     """The test images' codes (posterior means), by label; projected as ``--projection`` says."""
     model = opened.saved.model
-    x, labels = opened.x[:LATENT_IMAGES], opened.labels[:LATENT_IMAGES]
+    x, labels = opened.x[: runs.FIGURE_IMAGES], opened.labels[: runs.FIGURE_IMAGES]
     codes = model.codes(x)  # (N, d)
     kl_per_dim = None
     if hasattr(model, "sample"):  # q(z|x) is a Gaussian: each unit has a KL
