@@ -328,8 +328,23 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, trainer_flags
 
 
+def check_runs(args) -> None:
+    """Refuse, in one line, a --resume, --curve or --bounds folder that is not a run."""
+    given = [("--resume", args.resume), ("--curve", args.curve)]
+    given += [("--bounds", run) for run in args.bounds or []]
+    for flag, run in given:
+        if run is None:
+            continue
+        missing = [name for name in ("config.json", "metrics.csv") if not Path(run, name).is_file()]
+        if not Path(run).is_dir():
+            args.error(f"{flag} {run}: no such folder; give a run folder (RUN/config.json)")
+        if missing:
+            args.error(f"{flag} {run}: not a run folder, it has no {' or '.join(missing)}")
+
+
 def main() -> None:
     args, trainer_flags = parse(sys.argv[1:])
+    check_runs(args)
     if args.bounds:
         print(bounds([Path(run) for run in args.bounds], args.snapshot_minutes))
         return

@@ -149,3 +149,19 @@ def test_a_tiny_run_stops_on_its_budget_snapshots_evaluates_and_resumes(tmp_path
     rows = [line for line in table if line.startswith("| ") and line[2].isdigit()]
     epochs = [int(line.split("|")[2]) for line in rows]
     assert epochs == [int(path.stem.split("-")[1]) for path in snapshots]
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--curve", "--bounds"])
+def test_a_folder_that_is_not_a_run_is_refused_in_one_line(tmp_path, flag):
+    """Before any training starts: no such folder, and a folder with no metrics.csv."""
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text("{}")
+    for folder, words in [(tmp_path / "gone", "no such folder"), (half, "no metrics.csv")]:
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), flag, str(folder)], capture_output=True, text=True
+        )
+        assert done.returncode == 2
+        [last] = done.stderr.strip().split("\n")[-1:]
+        assert words in last and "Traceback" not in done.stderr
+        assert not (folder / "snapshots").exists()
