@@ -143,7 +143,7 @@ class Bernoulli:
         """
         return kernels.bernoulli_log_prob_and_grad(x, logits)
 
-    def accumulate_grads(self, x: np.ndarray, out: np.ndarray, weight: np.ndarray) -> None:
+    def write_grads(self, x: np.ndarray, out: np.ndarray, weight: np.ndarray) -> None:
         """No parameters of its own: nothing to do."""
 
     def mean(self, logits: np.ndarray) -> np.ndarray:
@@ -212,8 +212,9 @@ class Gaussian:
         log_p = -0.5 * ((diff * diff) @ precision + self.log_var.sum() + x.shape[1] * LOG_2PI)
         return log_p, diff * precision
 
-    def accumulate_grads(self, x: np.ndarray, mean: np.ndarray, weight: np.ndarray) -> None:
-        """Add ``Σ_n weight_n · d log p_n / d log_var`` into ``grads["log_var"]``.
+    def write_grads(self, x: np.ndarray, mean: np.ndarray, weight: np.ndarray) -> None:
+        """Write ``Σ_n weight_n · d log p_n / d log_var`` into ``grads["log_var"]``, as a
+        layer's ``backward`` writes its own.
 
         See ``docs/backprop.md#gaussian-likelihood``.
 
@@ -224,7 +225,7 @@ class Gaussian:
             return
         diff = self._residuals(x, mean)
         dlog_var = 0.5 * (diff * diff * np.exp(-self.log_var) - 1)
-        self.grads["log_var"] += weight @ dlog_var
+        np.matmul(weight, dlog_var, out=self.grads["log_var"])
 
     def mean(self, mean: np.ndarray) -> np.ndarray:
         """The decoder's output is already the mean."""

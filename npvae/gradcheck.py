@@ -140,7 +140,7 @@ def check_layer(
 
     The scalar checked is ``sum(layer.forward(x) * dout)`` for a fixed random
     ``dout``: its gradient is exactly what ``backward(dout)`` returns (for
-    ``x``) and accumulates (for each parameter).
+    ``x``) and writes into ``grads`` (for each parameter).
 
     Parameters
     ----------

@@ -3,12 +3,12 @@
 Every layer follows one protocol:
 
 * ``forward(x)`` computes the output and caches what ``backward`` needs;
-* ``backward(dout)`` takes dL/d(output), **adds** dL/d(parameter) into
-  ``grads`` (so a layer used twice gets both contributions) and returns
-  dL/d(input);
+* ``backward(dout)`` takes dL/d(output), **writes** dL/d(parameter) into
+  ``grads`` (in place, over the last pass's: a layer is used once per pass)
+  and returns dL/d(input);
 * ``params`` and ``grads`` are dicts with the same keys, holding the live
-  arrays: an optimizer updates ``params`` in place, ``zero_grad`` clears
-  ``grads`` in place.
+  arrays: an optimizer updates ``params`` in place, and ``backward`` and
+  ``zero_grad`` write ``grads`` in place.
 
 Shapes: a batch is ``(N, D)``, rows are examples.  A layer keeps the dtype it
 was built with (float32 for training, float64 for gradient checks) and never
@@ -38,7 +38,7 @@ class Layer(ABC):
 
     @abstractmethod
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        """Add dL/d(params) into ``grads``; return dL/d(input)."""
+        """Write dL/d(params) into ``grads``; return dL/d(input)."""
 
     def zero_grad(self) -> None:
         """Set every gradient to zero, in place (the arrays stay the same objects)."""
@@ -72,7 +72,10 @@ class Linear(Layer):
     Shapes: ``x (N, n_in)``, ``W (n_in, n_out)``, ``b (n_out,)``, ``y (N, n_out)``.
     Backward (``docs/backprop.md#linear``)::
 
-        dW += x.T @ dout        db += dout.sum(0)        dx = dout @ W.T
+        dW = x.T @ dout        db = dout.sum(0)        dx = dout @ W.T
+
+    ``dW`` and ``db`` are written straight into ``grads`` (``out=``): no
+    temporary, and no pass to clear them first.
     """
 
     def __init__(
@@ -110,9 +113,9 @@ class Linear(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
-        """``dout (N, n_out) -> dx (N, n_in)``; accumulates ``dW`` and ``db``."""
-        self.grads["W"] += self._x.T @ dout
-        self.grads["b"] += dout.sum(axis=0)
+        """``dout (N, n_out) -> dx (N, n_in)``; writes ``dW`` and ``db``."""
+        np.matmul(self._x.T, dout, out=self.grads["W"])
+        np.sum(dout, axis=0, out=self.grads["b"])
         if not self.input_grad:
             return None
         return dout @ self.params["W"].T

@@ -47,16 +47,22 @@ def test_activation_gradients(layer_type, shape, seed):
     assert errors["x"] < TOLERANCE, errors
 
 
-def test_linear_accumulates_gradients():
-    """Two backward passes add up, as a layer used twice needs."""
+def test_linear_backward_writes_its_gradients_over_the_last_passs():
+    """Each backward pass writes dW and db whatever the arrays held, NaN included, into the
+    same arrays (the model's flat views); zero_grad clears them."""
     rng = np.random.default_rng(0)
     layer = Linear(3, 2, rng=rng)
+    arrays = dict(layer.grads)
     x, dout = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
     layer.forward(x)
+    for grad in layer.grads.values():
+        grad.fill(np.nan)
     layer.backward(dout)
-    once = layer.grads["W"].copy()
-    layer.backward(dout)
-    np.testing.assert_allclose(layer.grads["W"], 2 * once)
+    np.testing.assert_allclose(layer.grads["W"], x.T @ dout, rtol=1e-14)
+    np.testing.assert_allclose(layer.grads["b"], dout.sum(axis=0), rtol=1e-14)
+    layer.backward(2 * dout)
+    np.testing.assert_allclose(layer.grads["W"], 2 * x.T @ dout, rtol=1e-14)
+    assert all(layer.grads[name] is arrays[name] for name in arrays)
     layer.zero_grad()
     assert not layer.grads["W"].any() and not layer.grads["b"].any()
 

@@ -201,6 +201,21 @@ def test_params_and_grads_are_views_that_tile_two_flat_arrays(variant):
     assert not model.flat_grads.any() and not any(g.any() for g in model.grads.values())
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_loss_writes_every_gradient_whatever_they_held(variant):
+    """No loss reads the gradients it writes: every part writes its own once, so no
+    zero_grad is needed first, and stale or NaN entries never leak into a step."""
+    model = _build(variant, dtype="float64")
+    x = _batch(model)
+    model.zero_grad()
+    _report(model, x, grad=True)
+    clean = model.flat_grads.copy()
+    model.flat_grads.fill(np.nan)
+    _report(model, x, grad=True)
+    assert np.isfinite(model.flat_grads).all()
+    np.testing.assert_array_equal(model.flat_grads, clean)
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_float64_input_to_a_float32_model_is_a_config_error(kind):
     model = _build(kind)

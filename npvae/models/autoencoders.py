@@ -137,8 +137,8 @@ class Autoencoder(Model):
         ``loss = mean_n recon(x_n, decoder(encoder(x̃_n))) + penalty(code)``
 
         where ``x̃`` is ``x`` itself, or its corruption for the denoising AE
-        while training.  With ``grad``, ``self.grads`` is filled with the
-        gradient of ``loss`` (zeroed first).  ``corrupt`` (default: ``grad``)
+        while training.  With ``grad``, the gradient of ``loss`` is written into
+        every entry of ``self.grads``.  ``corrupt`` (default: ``grad``)
         says whether the denoising AE corrupts: a gradient check evaluates
         the training loss without gradients by passing ``corrupt=True``.
         ``x_tilde (N, D)``, if given, is the encoder's input in place of ``x``
@@ -153,8 +153,6 @@ class Autoencoder(Model):
         """
         x = self._check_input(x)
         n = len(x)
-        if grad:
-            self.zero_grad()
         if x_tilde is not None:
             inputs = self._check_input(x_tilde)
             if inputs.shape != x.shape:
@@ -185,6 +183,7 @@ class Autoencoder(Model):
             if dcode_penalty is not None:
                 dcode += dcode_penalty
             self.encoder.backward(dcode)
+            self._add_penalty_param_grads(code)
         return report
 
     def _corrupt(self, x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
@@ -192,12 +191,13 @@ class Autoencoder(Model):
         return x
 
     def _penalty(self, inputs: np.ndarray, code: np.ndarray, grad: bool):
-        """``(penalty, d penalty / d code or None)``; a plain AE has none.
-
-        A penalty may also add gradients that bypass the code straight into
-        ``self.grads`` (the contractive AE does), when ``grad`` is True.
-        """
+        """``(penalty, d penalty / d code or None)``; a plain AE has none."""
         return 0.0, None
+
+    def _add_penalty_param_grads(self, code: np.ndarray) -> None:
+        """Add the penalty's gradients that bypass the code straight into ``self.grads``
+        (the contractive AE's, in its encoder's ``W``), after ``backward`` has written the
+        layers' own.  ``code (N, d)``.  None for most penalties."""
 
 
 @register
@@ -366,6 +366,10 @@ class ContractiveAutoencoder(Autoencoder):
             dg_dh = 2 * code * (1 - code) * (1 - 2 * code)
         else:
             dg_dh = -4 * code * (1 - code**2)
-        linear = self.encoder.layers[0]
-        linear.grads["W"] += linear.params["W"] * (2 * lam / n) * g.sum(axis=0)
         return penalty, dg_dh * (w * (lam / n))
+
+    def _add_penalty_param_grads(self, code):
+        # d/dW_ij of lam mean_n Σ_j g_nj w_j, with w_j = Σ_i W_ij²: through w only.
+        lam, n = self.config["contraction"], len(code)
+        linear = self.encoder.layers[0]
+        linear.grads["W"] += linear.params["W"] * (2 * lam / n) * self._slope_squared(code).sum(0)

@@ -225,7 +225,7 @@ class IWAE2(PosteriorMeanVerbs, Model):
         step : int, optional
             Not used (no warm-up); taken so that a trainer can call every model alike.
         grad : bool
-            Fill ``self.grads`` with the gradient of ``loss`` (they are zeroed first).
+            Write the gradient of ``loss`` into every entry of ``self.grads``.
 
         Returns
         -------
@@ -302,7 +302,6 @@ class IWAE2(PosteriorMeanVerbs, Model):
 
         # Backward: d loss / d log w_i = −w̃_i / N, w̃ the softmax of each example's k
         # log-weights; every term of log w_i then sends its gradient back, scaled by that.
-        self.zero_grad()
         normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
         normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
         per_row = normalised.reshape(k * n)  # (k N,): d loss / d log w
@@ -310,7 +309,7 @@ class IWAE2(PosteriorMeanVerbs, Model):
 
         # log p(x|z1): through the decoder to z1.
         dout *= weight  # in place: the kernel's fresh array is ours to reuse
-        self.likelihood.accumulate_grads(x, out, per_row)  # a learned variance, if any
+        self.likelihood.write_grads(x, out, per_row)  # a learned variance, if any
         dz1 = self.decoder.backward(dout)  # (k N, d1)
         # log p(z1|z2): to z1 directly (d/dz1 = −d/dmean), and through its mean and
         # log-variance, the prior net, to z2.

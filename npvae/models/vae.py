@@ -236,7 +236,7 @@ class VAE(PosteriorMeanVerbs, Model):
         step : int, optional
             The training step, for the KL warm-up (None: fully warmed up).
         grad : bool
-            Fill ``self.grads`` with the gradient of ``loss`` (they are zeroed first).
+            Write the gradient of ``loss`` into every entry of ``self.grads``.
 
         Returns
         -------
@@ -285,13 +285,13 @@ class VAE(PosteriorMeanVerbs, Model):
         if not grad:
             return report
 
-        # Backward: the same path in reverse.  d loss / d log p(x|z) is −r / (L N) for every
-        # row; d loss / d KL_j is beta / N for each dimension above its free-bits floor.
-        self.zero_grad()
+        # Backward: the same path in reverse, each part writing its own gradients once.
+        # d loss / d log p(x|z) is −r / (L N) for every row; d loss / d KL_j is beta / N
+        # for each dimension above its free-bits floor.
         n_rows = n_samples * n
         per_row = np.full(n_rows, -recon_weight / n_rows, dtype=self.dtype)  # (L N,)
         dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
-        self.likelihood.accumulate_grads(x, out, per_row)  # a learned variance, if any
+        self.likelihood.write_grads(x, out, per_row)  # a learned variance, if any
         dz = self.decoder.backward(dout)  # (L N, d)
         dmu_rows, dlog_var_rows = DiagonalGaussian.sample_backward(dz, log_var_rows, eps_rows)
         kl_weight = np.full(self.latent_dim, beta / n, dtype=self.dtype)  # (d,)
@@ -429,12 +429,11 @@ class IWAE(VAE):
         # Backward: d loss / d log w_i = −w̃_i / N, with w̃ the normalised weights, a softmax
         # over each example's k draws (so they sum to 1 to the last bit of the dtype).  Each
         # draw's gradient is then that of one VAE sample, scaled by −w̃_i / N.
-        self.zero_grad()
         normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
         normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
         per_row = normalised.reshape(k * n)  # d loss / d log w, one per row
         dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
-        self.likelihood.accumulate_grads(x, out, per_row)
+        self.likelihood.write_grads(x, out, per_row)
         dz = self.decoder.backward(dout)  # (k N, d)
         dz += per_row[:, None] * -z  # log p(z): d/dz = −z
         dmu_rows, dlog_var_rows = DiagonalGaussian.sample_backward(dz, log_var_rows, eps_rows)
