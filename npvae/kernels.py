@@ -624,16 +624,22 @@ def adam_update_ref(param, grad, m, v, lr, beta1, beta2, eps, step) -> None:
 
 @jit
 def _adam_entry(
-    p, g, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias1, bias2, eps, tiny
+    p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, root_bias2, eps, tiny
 ):
-    """One entry's Adam step: the new ``(param, m, v)``."""
+    """One entry's Adam step: the new ``(param, m, v)``.
+
+    ``lr m_hat / (sqrt(v_hat) + eps)`` with the bias corrections taken out of the loop:
+    ``step_size = lr / (1 - beta1**t)`` and ``sqrt(v_hat) = sqrt(v) * root_bias2``, where
+    ``root_bias2 = 1 / sqrt(1 - beta2**t)``.  One square root and one division per entry,
+    not three divisions (``benchmarks/README.md``); the same value to a few ulp.
+    """
     m = beta1 * m + one_minus_beta1 * g
     v = beta2 * v + one_minus_beta2 * (g * g)
     # No subnormal moments (see adam_update_ref); a NaN compares false and stays.
     zero = type(m)(0.0)
     m = zero if abs(m) < tiny else m
     v = zero if v < tiny else v
-    return p - lr * (m / bias1) / (np.sqrt(v / bias2) + eps), m, v
+    return p - step_size * m / (np.sqrt(v) * root_bias2 + eps), m, v
 
 
 @jit
@@ -662,8 +668,8 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step) -> None:
     lr, beta1, beta2, eps = float(lr), float(beta1), float(beta2), float(eps)
     _adam_kernel(
         param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-        as_dtype(lr), as_dtype(beta1), as_dtype(1 - beta1), as_dtype(beta2), as_dtype(1 - beta2),
-        as_dtype(1 - beta1**step), as_dtype(1 - beta2**step), as_dtype(eps),
+        as_dtype(lr / (1 - beta1**step)), as_dtype(beta1), as_dtype(1 - beta1), as_dtype(beta2),
+        as_dtype(1 - beta2), as_dtype(1 / math.sqrt(1 - beta2**step)), as_dtype(eps),
         as_dtype(np.finfo(param.dtype).tiny),
     )  # fmt: skip
 
