@@ -120,7 +120,7 @@ def cases(dtype, rng):
     hidden = (128, 400)
     pre_activation = normal(hidden, 2.0)
     relu_out = np.maximum(pre_activation, 0)
-    for name in ("softplus", "sigmoid", "elu", "relu_forward"):
+    for name in ("softplus", "sigmoid", "elu", "tanh", "relu_forward"):
         if name == "softplus" and dtype == np.float64:
             continue  # it runs the reference: see the loop's own row below
         yield (
@@ -145,6 +145,14 @@ def cases(dtype, rng):
         kernels.relu_backward_ref,
         kernels.relu_backward,
         (normal(hidden), relu_out),
+    )
+    tanh_out = np.tanh(pre_activation)
+    yield (
+        "tanh_backward",
+        hidden,
+        kernels.tanh_backward_ref,
+        kernels.tanh_backward,
+        (normal(hidden), tanh_out),
     )
     # What a layer would write without the kernel (it lets a NaN in out pass as 0).
     yield (
@@ -183,6 +191,8 @@ calls = {
     "softplus": lambda: kernels.softplus(a),
     "sigmoid": lambda: kernels.sigmoid(a),
     "elu": lambda: kernels.elu(a),
+    "tanh": lambda: kernels.tanh(a),
+    "tanh_backward": lambda: kernels.tanh_backward(a, b),
     "relu_forward": lambda: kernels.relu_forward(a),
     "relu_backward": lambda: kernels.relu_backward(a, b),
     "binarize": lambda: kernels.binarize((b * 255).astype(np.uint8), b),

@@ -167,11 +167,11 @@ class Tanh(Layer):
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._out = np.tanh(x)
+        self._out = kernels.tanh(x)
         return self._out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        return dout * (1 - self._out * self._out)
+        return kernels.tanh_backward(dout, self._out)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

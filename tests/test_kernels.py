@@ -50,6 +50,8 @@ CASES = {
     "softplus": lambda r, s, t, k: (normal(r, s, t, k),),
     "sigmoid": lambda r, s, t, k: (normal(r, s, t, k),),
     "elu": lambda r, s, t, k: (normal(r, s, t, k),),
+    "tanh": lambda r, s, t, k: (normal(r, s, t, k),),
+    "tanh_backward": lambda r, s, t, k: (normal(r, s, t), np.tanh(normal(r, s, t, k))),
     "relu_forward": lambda r, s, t, k: (normal(r, s, t, k),),
     "relu_backward": lambda r, s, t, k: (normal(r, s, t), np.maximum(normal(r, s, t, k), 0)),
     "binarize": lambda r, s, t, k: (pixels(r, s, t), r.random(s).astype(t)),
@@ -153,6 +155,21 @@ def test_log1p_unit_within_a_few_ulps_also_for_tiny_arguments(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_within_a_few_ulps_over_its_whole_range(dtype):
+    """Against tanh in extended precision: near 0 (relative accuracy down to the
+    subnormals), through the bend, and out where it rounds to +-1."""
+    tiny = 10.0 ** -np.linspace(1, 37, 200)
+    args = np.concatenate([_sweep(-30, 30, dtype), _sweep(-1, 1, dtype), tiny, -tiny])
+    args = np.concatenate([args, [0.0, 1e4, -1e4]]).astype(dtype)
+    got = kernels.tanh(args).astype(np.longdouble)
+    want = np.tanh(args.astype(np.longdouble))
+    spacing = np.spacing(np.abs(want).astype(dtype)).astype(np.longdouble)
+    assert float(np.max(np.abs(got - want) / spacing)) <= ULPS
+    special = np.array([np.inf, -np.inf, np.nan], dtype)
+    np.testing.assert_array_equal(kernels.tanh(special), [1, -1, np.nan])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_exp_helpers_at_the_special_values(dtype):
     T = np.dtype(dtype).type
     assert kernels._exp_nonpositive(T(-np.inf)) == 0
@@ -181,7 +198,7 @@ def test_bernoulli_extreme_logits_reach_the_exact_limit(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["softplus", "sigmoid", "elu"])
+@pytest.mark.parametrize("name", ["softplus", "sigmoid", "elu", "tanh"])
 def test_activations_at_extreme_inputs_equal_their_references(dtype, name):
     x = np.array([-1e4, -200, -100, -30, -1, -1e-30, 0, 1e-30, 1, 30, 100, 200, 1e4], dtype)
     with np.errstate(over="ignore", under="ignore"):
@@ -550,6 +567,7 @@ for dtype in (np.float32, np.float64):
     kernels.bernoulli_log_prob(x, x); kernels.bernoulli_log_prob_and_grad(x, x)
     kernels.logsumexp(x); kernels.softplus(x); kernels.sigmoid(x); kernels.elu(x)
     kernels.relu_forward(x); kernels.relu_backward(x, x); kernels.binarize(x, x)
+    kernels.tanh(x); kernels.tanh_backward(x, x)
     kernels.adam_update(x.copy(), x, x.copy(), x.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)
 stats = [f.stats for f in vars(kernels).values() if hasattr(f, "stats") and f.stats.cache_path]
 print(json.dumps({"hits": sum(sum(s.cache_hits.values()) for s in stats),
