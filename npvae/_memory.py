@@ -5,12 +5,15 @@ by its end.  At the IWAE's k = 5 and batch 100 the decoder's outputs, their
 gradients and the likelihood's are 500 x 784 float32, 1.6 MB each.  glibc's
 malloc serves a block above its mmap threshold with a fresh mapping, and hands
 free memory at the top of its heap back to the OS once there is more than its
-trim threshold; it moves both thresholds as blocks come and go.  When the memory
-goes back, the next step touches it again page by page.  On the 2-core AMD VM an
-IWAE k = 5 step took about 1,080 minor page faults and 10.5-11.4 ms; with the
-thresholds fixed it took none and 7.7-8.6 ms (``benchmarks/README.md``, "Memory
-handed back between steps").  The classic VAE's arrays are small enough that it
-faulted neither way.
+trim threshold.  It moves both thresholds as blocks come and go, so what a step
+costs depends on what the process freed before it.  A process that has freed a
+few-MB array (npvae's data loading does) gets high thresholds and keeps its
+memory.  One that has not serves each 1.6 MB array with a fresh mapping, and the
+next step touches the memory again page by page.  On the 2-core AMD VM such a
+script's IWAE k = 5 step took about 1,080 minor page faults and 10.5-13.3 ms, and
+with the thresholds fixed none and 7.7-9.8 ms.  The trainer and the PyTorch
+comparison's worker had settled high already: fixed, they ran no faster
+(``benchmarks/README.md``, "Memory handed back between steps").
 
 So npvae fixes the thresholds when it is first imported: blocks up to 32 MB
 (:data:`MMAP_THRESHOLD`; an IWAE k = 50 batch's arrays are 15.7 MB) come from the
