@@ -121,22 +121,11 @@ def cases(dtype, rng):
     pre_activation = normal(hidden, 2.0)
     relu_out = np.maximum(pre_activation, 0)
     for name in ("softplus", "sigmoid", "elu", "tanh", "relu_forward"):
-        if name == "softplus" and dtype == np.float64:
-            continue  # it runs the reference: see the loop's own row below
         yield (
             name,
             hidden,
             getattr(kernels, name + "_ref"),
             getattr(kernels, name),
-            (pre_activation,),
-        )
-    if dtype == np.float64:
-        # kernels.softplus runs the reference in float64; this row keeps the reason.
-        yield (
-            "softplus loop (unused in float64)",
-            hidden,
-            kernels.softplus_ref,
-            lambda x: kernels._elementwise(kernels._softplus_kernel, x),
             (pre_activation,),
         )
     yield (
