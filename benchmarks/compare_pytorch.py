@@ -30,8 +30,8 @@ The configurations:
 All use a Bernoulli decoder on the grey levels (BCE from logits, summed over
 pixels), the closed-form KL (VAE) or the k-sample bound (IWAE), Adam at 1e-3, float32.
 
-    python benchmarks/compare_pytorch.py --data-dir ../shared/data/mnist
-    python benchmarks/compare_pytorch.py --configs classic --runs 3 --epochs 3 --limit 20000
+    python benchmarks/compare_pytorch.py --data-dir ../shared/data/mnist   # 7 pairs, 10,000 images
+    python benchmarks/compare_pytorch.py --configs classic --runs 3 --epochs 4 --limit 0
     python benchmarks/compare_pytorch.py --accuracy   # 10 epochs of classic; test losses
 
 PyTorch is a peer to measure against, not a dependency: ``pip install torch==2.13.0``.
@@ -360,11 +360,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--configs", default=",".join(CONFIGS), help=f"comma-separated, of: {', '.join(CONFIGS)}"
     )
-    parser.add_argument("--runs", type=int, default=3, help="runs per tool and configuration")
     parser.add_argument(
-        "--epochs", type=int, default=4, help="epochs per run (the first is left out)"
+        "--runs", type=int, default=7, help="runs per tool and configuration (default 7)"
     )
-    parser.add_argument("--limit", type=int, default=0, help="train on the first N images (0: all)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="epochs per run, the first left out (default 3)"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=10_000,
+        help="train on the first N images (0: all; default 10000: more, shorter pairs)",
+    )
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count(), help="both tools (0: each tool's own choice)"
     )
