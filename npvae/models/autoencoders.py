@@ -197,7 +197,7 @@ class Autoencoder(Model):
     def _add_penalty_param_grads(self, code: np.ndarray) -> None:
         """Add the penalty's gradients that bypass the code straight into ``self.grads``
         (the contractive AE's, in its encoder's ``W``), after ``backward`` has written the
-        layers' own.  ``code (N, d)``.  None for most penalties."""
+        layers' own.  ``code (N, d)``.  Most penalties have none: nothing to do."""
 
 
 @register
