@@ -141,14 +141,13 @@ def draw_latent(opened: Opened, path: Path, rng: np.random.Generator, options) -
     """The test images' codes (posterior means), by label; projected as ``--projection`` says."""
     model = opened.saved.model
     x, labels = opened.x[: runs.FIGURE_IMAGES], opened.labels[: runs.FIGURE_IMAGES]
-    codes = model.codes(x)  # (N, d)
     kl_per_dim = None
-    if hasattr(model, "sample"):  # q(z|x) is a Gaussian: each unit has a KL
-        if options.projection == "kl":
-            _needs(opened, "one layer", "--projection kl")
+    if options.projection == "kl":  # the only projection that needs each unit's KL
+        if not hasattr(model, "sample"):  # only a Gaussian q(z|x) gives each unit a KL
+            raise ConfigError(f"--projection kl needs a VAE or IWAE run; {model.kind} has no KL")
+        _needs(opened, "one layer", "--projection kl")
         kl_per_dim, _ = plots.posterior_summary(model, x)
-    elif options.projection == "kl":
-        raise ConfigError(f"--projection kl needs a VAE or IWAE run; {model.kind} has no KL")
+    codes = model.codes(x)  # (N, d)
     return plots.plot_latent(
         path, codes, labels, title=opened.title, projection=options.projection,
         kl_per_dim=kl_per_dim,
