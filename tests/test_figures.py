@@ -83,6 +83,30 @@ def test_each_subcommand_draws_a_real_png_from_a_run(command, tiny_runs, tmp_pat
         assert draws.count("(") == 5 and len(set(draws.split(") ("))) == 5, line
 
 
+def test_the_latent_map_encodes_its_images_once_and_twice_only_for_the_kl_projection(
+    tiny_runs, tmp_path, capsys, monkeypatch
+):
+    _, vae_run, _ = tiny_runs
+    encoded = []
+    original = VAE.encode
+
+    def counting(self, x):
+        encoded.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(VAE, "encode", counting)
+    rows = {}
+    for projection in ("pca", "kl"):
+        encoded.clear()
+        out = tmp_path / f"latent-{projection}.png"
+        status, _, stderr = run_cli(
+            ["latent", vae_run, "--projection", projection, "--out", out], capsys
+        )
+        assert status == 0, stderr
+        rows[projection] = sum(encoded)
+    assert rows["pca"] > 0 and rows["kl"] == 2 * rows["pca"]
+
+
 def test_default_path_is_the_run_folders_figures_folder(tiny_runs, capsys):
     _, vae_run, _ = tiny_runs
     status, _, stderr = run_cli(["kl", vae_run, "--checkpoint", "last"], capsys)
