@@ -47,7 +47,10 @@ def tiny(tmp_path, monkeypatch):
 
 
 def tiny_args(folder, out, *extra):
-    return ["--dataset", "mnist", "--data-dir", folder, "--out", out, *SMALL, *extra]
+    # One thread: runs compared bit for bit must not decide their thread count from the load
+    # each one happens to see (see THREADS in test_train_resume.py).
+    return ["--dataset", "mnist", "--data-dir", folder, "--out", out, *SMALL, "--threads", "1",
+            *extra]  # fmt: skip
 
 
 def wait_for(path, process: Spawned, timeout: float = 120) -> None:
