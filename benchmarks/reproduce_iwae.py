@@ -335,9 +335,9 @@ def check_runs(args) -> None:
     for flag, run in given:
         if run is None:
             continue
-        missing = [name for name in ("config.json", "metrics.csv") if not Path(run, name).is_file()]
         if not Path(run).is_dir():
             args.error(f"{flag} {run}: no such folder; give a run folder (RUN/config.json)")
+        missing = [name for name in ("config.json", "metrics.csv") if not Path(run, name).is_file()]
         if missing:
             args.error(f"{flag} {run}: not a run folder, it has no {' or '.join(missing)}")
 
