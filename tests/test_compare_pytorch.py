@@ -65,6 +65,8 @@ def test_the_npvae_worker_times_each_epoch_and_the_products_bound():
     assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
     assert result["threads"] == 1
     assert 0 < result["bound"] < 10 * max(result["seconds"])
+    # One epoch counts (the second), and its bound is timed right after it: the ratio is theirs.
+    assert result["over_bound"] == pytest.approx(result["seconds"][1] / result["bound"])
     assert 50 < result["peak_rss_mb"] < 2000
 
 
