@@ -204,7 +204,7 @@ def fresh_process_times() -> dict:
 
 
 def machine_note() -> str:
-    """One line: CPU, cores, versions, numba threading layer, load average."""
+    """One line: CPU, cores, versions, load average."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -216,8 +216,7 @@ def machine_note() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (
         f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"numpy {np.__version__}, numba {numba.__version__} "
-        f"({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.threading_layer()}); "
+        f"numpy {np.__version__}, numba {numba.__version__} (serial kernels); "
         f"load average {load}"
     )
 
@@ -253,9 +252,8 @@ def main(argv=None) -> int:
 
     if max(load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0) > 1.0:
         print()
-        print("Warning: load average above 1, other processes shared the cores.  The parallel")
-        print("kernels wait for their second thread at every call, so these numbers are not")
-        print("the machine's; rerun when it is idle.")
+        print("Warning: load average above 1, other processes shared the cores, so these")
+        print("numbers are not the machine's; rerun when it is idle.")
 
     fresh = fresh_process_times()
     (first_name, first_seconds), *others = fresh["first_call"]

@@ -1,11 +1,18 @@
 """The one place numba is configured.
 
-Every compiled kernel in npvae is decorated with :func:`jit` from here, and
-parallel loops use :data:`prange` from here, so that one switch turns numba
-off everywhere: ``NPVAE_USE_NUMBA=0`` makes ``jit`` return the plain Python
-function and ``prange`` become ``range``.  The kernels are written as plain
+Every compiled kernel in npvae is decorated with :func:`jit` from here, so
+that one switch turns numba off everywhere: ``NPVAE_USE_NUMBA=0`` makes
+``jit`` return the plain Python function.  The kernels are written as plain
 loops, so the same source runs (slowly) as ordinary Python; the tests run the
 kernel suite both ways.
+
+The kernels are serial.  numba's parallel loops (``parallel=True``, ``prange``)
+lost wherever they were measured in a training step or an evaluation: after
+each matrix product OpenBLAS's threads go on spinning for a while, and a
+parallel loop's workers must wait for those cores (``benchmarks/README.md``,
+"Kernels").  Serial kernels also leave the process's environment alone: the
+parallel ones needed ``OMP_WAIT_POLICY=passive`` set for the whole process,
+which slowed any other OpenMP library in it.
 
 fastmath: we enable the LLVM flags that let the compiler reassociate and
 vectorise floating-point reductions, but deliberately leave out ``nnan`` and
@@ -16,13 +23,6 @@ in the data would then silently turn into a number.  NaN in, NaN out.
 from __future__ import annotations
 
 import os
-
-# numba's parallel loops run on OpenMP here, whose threads spin while they wait for
-# work; beside OpenBLAS's own threads (the matrix products) on a 2-core machine the
-# spinning pools stall each other.  Passive waiting costs nothing when idle and keeps
-# a kernel at ~1 ms instead of ~10 ms when the other core is busy.  Set before numba
-# starts its thread pool; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 #: ``False`` when the environment says ``NPVAE_USE_NUMBA=0`` (or numba is missing).
 USE_NUMBA: bool = os.environ.get("NPVAE_USE_NUMBA", "1").strip().lower() not in {
@@ -42,27 +42,23 @@ if USE_NUMBA:
         USE_NUMBA = False
 
 if USE_NUMBA:
-    prange = numba.prange
 
-    def jit(func=None, *, parallel: bool = False, fastmath=FASTMATH, cache: bool = True):
-        """Compile ``func`` with ``numba.njit`` (nopython mode, cached on disk).
+    def jit(func=None, *, fastmath=FASTMATH, cache: bool = True):
+        """Compile ``func`` with ``numba.njit`` (nopython mode, serial, cached on disk).
 
-        Usable bare (``@jit``) or with options (``@jit(parallel=True)``).
+        Usable bare (``@jit``) or with options (``@jit(fastmath=...)``).
         """
 
         def wrap(f):
             # error_model="numpy": division follows IEEE rules (inf/NaN, as with numba off)
             # instead of raising, which also lets LLVM vectorise loops that divide.
-            return numba.njit(
-                f, parallel=parallel, fastmath=set(fastmath), cache=cache, error_model="numpy"
-            )
+            return numba.njit(f, fastmath=set(fastmath), cache=cache, error_model="numpy")
 
         return wrap(func) if func is not None else wrap
 
 else:
-    prange = range
 
-    def jit(func=None, *, parallel: bool = False, fastmath=FASTMATH, cache: bool = True):
+    def jit(func=None, *, fastmath=FASTMATH, cache: bool = True):
         """numba is off: return ``func`` unchanged, so it runs as plain Python."""
 
         def wrap(f):

@@ -1,4 +1,4 @@
-"""The one place that decides how many threads the BLAS and numba's parallel loops use.
+"""The one place that decides how many threads the BLAS (the matrix products) uses.
 
 Why it matters: NumPy's OpenBLAS splits a matrix product between its threads,
 and each thread waits for the others at the end of every product, spinning.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import time
 
-from npvae._jit import USE_NUMBA
 from npvae.errors import ConfigError
 
 #: Seconds that ``auto`` watches the machine at least, before it decides (the kernel
@@ -119,15 +118,15 @@ def choose_threads(requested, watch: CpuWatch | None = None) -> tuple[int, str]:
 
 
 def set_threads(count: int) -> None:
-    """Limit the BLAS (through threadpoolctl) and numba's parallel loops to ``count`` threads."""
+    """Limit the BLAS to ``count`` threads, through threadpoolctl.
+
+    npvae's numba kernels are serial (``npvae._jit``), so the BLAS is the only
+    pool of threads there is.
+    """
     from threadpoolctl import threadpool_limits
 
     # Called as a function, not as a with-block, the limit lasts for the process.
     threadpool_limits(limits=count, user_api="blas")
-    if USE_NUMBA:
-        import numba
-
-        numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
 
 
 def use_threads(requested, watch: CpuWatch | None = None) -> tuple[int, str]:

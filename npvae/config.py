@@ -163,7 +163,7 @@ class Config:
     threads: str = field(
         default="auto",
         metadata=_help(
-            "threads for the matrix products and parallel kernels: a number, or auto "
+            "threads for the matrix products: a number, or auto "
             "(the cores other work leaves idle, measured at the start)"
         ),
     )

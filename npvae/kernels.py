@@ -36,6 +36,10 @@ Conventions shared by every function here:
   kernel is written so that a NaN (for which every comparison is false)
   falls through to arithmetic that returns NaN, and ``_jit`` leaves the
   ``nnan`` fast-math flag out.
+* Every kernel is a serial loop.  numba's parallel loops were measured and lost:
+  OpenBLAS's threads go on spinning after each matrix product, and a
+  parallel kernel's workers must wait for those cores (``benchmarks/README.md``,
+  "Kernels").
 * numba's on-disk cache watches only the file a kernel is defined in, so every
   kernel and everything it calls stays in this module.
 """
@@ -46,7 +50,7 @@ import math
 
 import numpy as np
 
-from npvae._jit import FASTMATH, USE_NUMBA, jit, prange
+from npvae._jit import FASTMATH, USE_NUMBA, jit
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -356,12 +360,12 @@ def _bernoulli_term(x, logit, exp_neg_abs):
     return (x * logit - positive_part) - _log1p_unit(exp_neg_abs)
 
 
-@jit(parallel=True)
+@jit
 def _bernoulli_log_prob_kernel(x, logits, log_prob):
     n_rows, n_cols = logits.shape
-    for i in prange(n_rows):
+    terms = np.empty(n_cols, dtype=logits.dtype)  # one row's, summed in float64
+    for i in range(n_rows):
         row = i % x.shape[0]  # the example this row of logits draws for
-        terms = np.empty(n_cols, dtype=logits.dtype)  # this row's, summed in float64
         for j in range(n_cols):
             logit = logits[i, j]
             # exp(-|l|) lies in (0, 1]: it cannot overflow for any logit.
@@ -369,14 +373,14 @@ def _bernoulli_log_prob_kernel(x, logits, log_prob):
         log_prob[i] = _sum64(terms)
 
 
-@jit(parallel=True)
+@jit
 def _bernoulli_log_prob_and_grad_kernel(x, logits, log_prob, dlogits):
     n_rows, n_cols = logits.shape
     zero = logits.dtype.type(0)
     one = logits.dtype.type(1)
-    for i in prange(n_rows):
+    terms = np.empty(n_cols, dtype=logits.dtype)  # one row's, summed in float64
+    for i in range(n_rows):
         row = i % x.shape[0]  # the example this row of logits draws for
-        terms = np.empty(n_cols, dtype=logits.dtype)  # this row's, summed in float64
         for j in range(n_cols):
             logit = logits[i, j]
             exp_neg_abs = _exp_nonpositive(-abs(logit))
@@ -552,16 +556,16 @@ def logsumexp_ref(a: np.ndarray) -> np.ndarray:
         return np.log(np.sum(np.exp(a - shift), axis=1)) + shift[:, 0]
 
 
-@jit(parallel=True)
+@jit
 def _logsumexp_kernel(a, row_maxes, out):
     n_rows, n_cols = a.shape
-    for i in prange(n_rows):
+    terms = np.empty(n_cols, dtype=a.dtype)  # one row's, summed in float64
+    for i in range(n_rows):
         row_max = row_maxes[i]
         # An infinite or NaN maximum is the answer itself (as in the reference).
         if not np.isfinite(row_max):
             out[i] = row_max
             continue
-        terms = np.empty(n_cols, dtype=a.dtype)  # this row's, summed in float64
         for j in range(n_cols):
             terms[j] = _exp_nonpositive(a[i, j] - row_max)
         out[i] = np.log(_sum64(terms)) + row_max
