@@ -7,8 +7,8 @@ loops, so the same source runs (slowly) as ordinary Python; the tests run the
 kernel suite both ways.
 
 The kernels are serial.  numba's parallel loops (``parallel=True``, ``prange``)
-lost wherever they were measured in a training step or an evaluation: after
-each matrix product OpenBLAS's threads go on spinning for a while, and a
+made every training step measured about 2% slower and tied in the evaluation:
+after each matrix product OpenBLAS's threads go on spinning for a while, and a
 parallel loop's workers must wait for those cores (``benchmarks/README.md``,
 "Kernels").  Serial kernels also leave the process's environment alone: the
 parallel ones needed ``OMP_WAIT_POLICY=passive`` set for the whole process,

@@ -36,10 +36,10 @@ Conventions shared by every function here:
   kernel is written so that a NaN (for which every comparison is false)
   falls through to arithmetic that returns NaN, and ``_jit`` leaves the
   ``nnan`` fast-math flag out.
-* Every kernel is a serial loop.  numba's parallel loops were measured and lost:
-  OpenBLAS's threads go on spinning after each matrix product, and a
-  parallel kernel's workers must wait for those cores (``benchmarks/README.md``,
-  "Kernels").
+* Every kernel is a serial loop.  Parallel loops made a training step about 2%
+  slower and tied in the evaluation: OpenBLAS's threads go on spinning after
+  each matrix product, and a parallel kernel's workers must wait for those
+  cores (``benchmarks/README.md``, "Kernels").
 * numba's on-disk cache watches only the file a kernel is defined in, so every
   kernel and everything it calls stays in this module.
 """
