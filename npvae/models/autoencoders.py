@@ -340,6 +340,7 @@ class ContractiveAutoencoder(Autoencoder):
         super().__init__(
             *args, code_activation=code_activation, contraction=float(contraction), **kwargs
         )
+        self._slope_squared_sums: np.ndarray | None = None  # Σ_n g_nj of the last forward
 
     def jacobian_norm(self, x: np.ndarray) -> np.ndarray:
         """``‖J_f(x_n)‖²_F`` per example, ``(N,)``."""
@@ -362,6 +363,7 @@ class ContractiveAutoencoder(Autoencoder):
         penalty = lam * (g @ w).mean()
         if not grad:
             return penalty, None
+        self._slope_squared_sums = g.sum(0)  # (d,), for the weights' direct term after backward
         if self.config["code_activation"] == "sigmoid":
             dg_dh = 2 * code * (1 - code) * (1 - 2 * code)
         else:
@@ -372,4 +374,4 @@ class ContractiveAutoencoder(Autoencoder):
         # d/dW_ij of lam mean_n Σ_j g_nj w_j, with w_j = Σ_i W_ij²: through w only.
         lam, n = self.config["contraction"], len(code)
         linear = self.encoder.layers[0]
-        linear.grads["W"] += linear.params["W"] * (2 * lam / n) * self._slope_squared(code).sum(0)
+        linear.grads["W"] += linear.params["W"] * (2 * lam / n) * self._slope_squared_sums
