@@ -30,7 +30,6 @@ import argparse
 import gzip
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -110,12 +109,6 @@ def train_once(tool: str, case: str, options) -> tuple[float, list]:
         stop_load(load)
 
 
-def _median_and_spread(values: list[float]) -> str:
-    """``"1.23"`` for one value, ``"1.23 (1.10–1.40)"`` for several."""
-    text = f"{statistics.median(values):.2f}"
-    return text if len(values) == 1 else f"{text} ({compare_pytorch.spread(values)})"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--data-dir", default="../shared/data/mnist")
@@ -153,13 +146,14 @@ def main(argv=None) -> int:
     print("| --- |" + " ---: | ---: |" * len(tools))
     for case in cases:
         cells = ""
+        median_and_spread = compare_pytorch.median_and_spread
         for tool in tools:
             figures, quiet = seconds[tool, case], seconds.get((tool, "quiet"))
             if quiet:  # each round's figure against the same round's quiet one
                 ratios = [value / base for value, base in zip(figures, quiet)]
-                cells += f" {_median_and_spread(figures)} | {_median_and_spread(ratios)} |"
+                cells += f" {median_and_spread(figures)} | {median_and_spread(ratios)} |"
             else:
-                cells += f" {_median_and_spread(figures)} | |"
+                cells += f" {median_and_spread(figures)} | |"
         print(f"| {case} |{cells}")
     return 0
 

@@ -289,6 +289,12 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
+def median_and_spread(values: list[float]) -> str:
+    """``"1.23"`` for one value, ``"1.23 (1.10–1.40)"`` for several."""
+    text = f"{statistics.median(values):.2f}"
+    return text if len(values) == 1 else f"{text} ({spread(values)})"
+
+
 def load_text() -> str:
     return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -327,13 +333,10 @@ def compare(options) -> int:
                 f"bound {bounds[-1]:.2f} s; {load_text()}",
                 flush=True,
             )
-        ours, theirs = statistics.median(figures["npvae"]), statistics.median(figures["torch"])
-        bound = statistics.median(bounds)
+        cells = [figures["npvae"], figures["torch"], ratios]
         rows.append(
-            f"| {LABELS[config]} | {ours:.2f} ({spread(figures['npvae'])}) | "
-            f"{theirs:.2f} ({spread(figures['torch'])}) | {statistics.median(ratios):.2f} "
-            f"({spread(ratios)}) | {bound:.2f} | {statistics.median(over_bound):.2f} "
-            f"({spread(over_bound)}) | "
+            f"| {LABELS[config]} | {' | '.join(median_and_spread(cell) for cell in cells)} | "
+            f"{statistics.median(bounds):.2f} | {median_and_spread(over_bound)} | "
             f"{max(rss['npvae']):.0f} / {max(rss['torch']):.0f} MB |"
         )
         if tests["npvae"]:
