@@ -146,14 +146,14 @@ def main(argv=None) -> int:
     print("| --- |" + " ---: | ---: |" * len(tools))
     for case in cases:
         cells = ""
-        median_and_spread = compare_pytorch.median_and_spread
         for tool in tools:
             figures, quiet = seconds[tool, case], seconds.get((tool, "quiet"))
+            cells += f" {compare_pytorch.median_and_spread(figures)} |"
             if quiet:  # each round's figure against the same round's quiet one
                 ratios = [value / base for value, base in zip(figures, quiet)]
-                cells += f" {median_and_spread(figures)} | {median_and_spread(ratios)} |"
+                cells += f" {compare_pytorch.median_and_spread(ratios)} |"
             else:
-                cells += f" {median_and_spread(figures)} | |"
+                cells += " |"
         print(f"| {case} |{cells}")
     return 0
 

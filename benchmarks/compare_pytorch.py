@@ -174,9 +174,9 @@ def npvae_worker(options, spec: dict) -> dict:
         test_rng = np.random.default_rng(options.seed)
         result["test_loss"] = evaluate_loss(model, test, test_rng)["loss"]
     if bounds:
-        counted = seconds[1:] if len(seconds) > 1 else seconds
         result["bound"] = statistics.median(bounds)
-        result["over_bound"] = statistics.median(e / b for e, b in zip(counted, bounds))
+        ratios = [e / b for e, b in zip(counted_epochs(seconds), bounds, strict=True)]
+        result["over_bound"] = statistics.median(ratios)
     return result
 
 
@@ -280,19 +280,20 @@ def run_child(tool: str, config: str, options) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def counted_epochs(seconds: list[float]) -> list[float]:
+    """The epochs a run's figure counts: all but the first (warm-up) when there are more."""
+    return seconds[1:] if len(seconds) > 1 else seconds
+
+
 def epoch_figure(seconds: list[float]) -> float:
-    """A run's figure: the median epoch, leaving out the first (warm-up) when there are more."""
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
-
-
-def spread(values: list[float]) -> str:
-    return f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    """A run's figure: the median of its counted epochs."""
+    return statistics.median(counted_epochs(seconds))
 
 
 def median_and_spread(values: list[float]) -> str:
     """``"1.23"`` for one value, ``"1.23 (1.10–1.40)"`` for several."""
     text = f"{statistics.median(values):.2f}"
-    return text if len(values) == 1 else f"{text} ({spread(values)})"
+    return text if len(values) == 1 else f"{text} ({min(values):.2f}–{max(values):.2f})"
 
 
 def load_text() -> str:
