@@ -22,14 +22,6 @@ MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
-@pytest.fixture
-def script():
-    spec = importlib.util.spec_from_file_location("compare_pytorch", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def worker(tool: str, *extra: str) -> dict:
     command = [sys.executable, str(SCRIPT), "--worker", tool, "--configs", "classic"]
     command += ["--epochs", "2", "--limit", "512", "--threads", "1"]
