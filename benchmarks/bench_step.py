@@ -1,13 +1,14 @@
-"""One VAE training step against the matrix products it cannot avoid.
+"""One training step against the matrix products it cannot avoid, and where the rest goes.
 
 The road ahead asks for a training epoch close to the time the matrix products
-alone need.  This times, for the classic VAE (784-400-20, ReLU, Bernoulli,
-batch 128, float32):
+alone need.  For one of ``compare_pytorch.py``'s configurations (``--config``,
+default ``classic``: the VAE 784-400-20, ReLU, Bernoulli, batch 128, float32)
+this times:
 
-* ``matmuls``: the 14 products of one step, with the step's shapes (5 forward;
-  9 backward: each weight's gradient and each input gradient but the
-  encoder's first, which nothing needs);
-* ``loss + grads``: ``VAE.loss`` with gradients;
+* ``matmuls``: the step's matrix products alone, on arrays of the step's shapes
+  (``compare_pytorch.matmul_products``: every forward product, each weight's
+  gradient, each input gradient but the first layer's; 14 for the classic VAE);
+* ``loss + grads``: the model's ``loss`` with gradients;
 * ``Adam``: ``Adam.step`` on those gradients;
 * ``step``: both, as the trainer runs them.
 
@@ -15,47 +16,35 @@ Each is the median over interleaved blocks, so machine load falls on all
 alike.  The gap between ``step`` and ``matmuls`` is what the elementwise
 kernels, the copies and Python cost.
 
+``--parts`` then says where that gap is, measured inside running steps: the
+time spent in ``Linear.forward`` and ``Linear.backward`` (the products, the
+bias additions and sums), in each of ``npvae.kernels``' functions, in the
+noise draw and in ``Adam.step``, and the rest (NumPy and Python in the loss
+itself), each as a share of the same steps.  A timer costs about a microsecond
+per call, a few tens of microseconds per step.  A layer's products run slower
+inside the step than alone, where their arrays stay in cache, so
+``Linear layers`` less ``matmuls`` is the bias work plus that difference.
+
     python benchmarks/bench_step.py
+    python benchmarks/bench_step.py --config iwae-k5 --parts
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import os
 import time
+from collections import defaultdict
 
 import numpy as np
+from compare_pytorch import CONFIGS, matmul_products
 
+from npvae import kernels, layers
 from npvae._threads import use_threads
-from npvae.models import VAE
+from npvae.models import IWAE, VAE
 from npvae.optim import Adam
-
-
-def matmul_step(shapes: dict[str, np.ndarray]):
-    """A function doing the 14 products of one step on arrays of the step's shapes."""
-    x, w1, w_mu, w_lv, w3, w4 = (shapes[k] for k in ("x", "w1", "w_mu", "w_lv", "w3", "w4"))
-    n = len(x)
-    rng = np.random.default_rng(0)
-    d_out = rng.standard_normal((n, w4.shape[1]), dtype=x.dtype)
-    d_latent = rng.standard_normal((n, w_mu.shape[1]), dtype=x.dtype)
-
-    def run():
-        h = x @ w1  # encoder
-        z = h @ w_mu  # the two heads (the sampler's elementwise work is not counted)
-        h @ w_lv
-        h3 = z @ w3  # decoder
-        h3 @ w4
-        h3.T @ d_out  # decoder backward: dW4, dh3, dW3, dz
-        d_h3 = d_out @ w4.T
-        z.T @ d_h3
-        d_h3 @ w3.T
-        h.T @ d_latent  # heads backward: dW_mu, dW_lv and their input gradients
-        h.T @ d_latent
-        d_h = d_latent @ w_mu.T
-        d_h += d_latent @ w_lv.T
-        x.T @ d_h  # encoder backward: dW1 (no input gradient)
-
-    return run
 
 
 def median_block_seconds(funcs: dict, blocks: int, calls: int) -> dict[str, float]:
@@ -72,50 +61,142 @@ def median_block_seconds(funcs: dict, blocks: int, calls: int) -> dict[str, floa
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
+class PartTimer:
+    """Adds up the wall time spent in chosen functions, counting only outermost calls.
+
+    :meth:`timing` replaces each function by a timed one while its block runs, and puts
+    the originals back after.  A timed function called from inside another (a kernel
+    inside ``Adam.step``) counts towards the outer one only.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._inside = False
+
+    def _timed(self, function, part: str):
+        def timed(*args, **kwargs):
+            if self._inside:
+                return function(*args, **kwargs)
+            self._inside = True
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[part] += time.perf_counter() - start
+                self._inside = False
+
+        return timed
+
+    @contextlib.contextmanager
+    def timing(self, targets: list[tuple[object, str, str]]):
+        """Time ``owner.name`` as ``part`` for each ``(owner, name, part)`` in ``targets``."""
+        originals = [(owner, name, owner.__dict__[name]) for owner, name, _ in targets]
+        try:
+            for owner, name, part in targets:
+                setattr(owner, name, self._timed(owner.__dict__[name], part))
+            yield self
+        finally:
+            for owner, name, original in originals:
+                setattr(owner, name, original)
+
+
+def _defining_class(cls: type, name: str) -> type:
+    """The class in ``cls``'s method resolution order that defines ``name``."""
+    return next(base for base in cls.__mro__ if name in base.__dict__)
+
+
+def step_parts(model) -> list[tuple[object, str, str]]:
+    """The ``(owner, name, part)`` of every function whose time ``--parts`` reports."""
+    targets = [
+        (layers.Linear, "forward", "Linear layers (products, biases)"),
+        (layers.Linear, "backward", "Linear layers (products, biases)"),
+        (_defining_class(Adam, "step"), "step", "Adam.step"),
+        (_defining_class(type(model), "_noise"), "_noise", "noise draw"),
+    ]
+    for name, function in vars(kernels).items():
+        public = not name.startswith("_") and not name.endswith("_ref")
+        if public and inspect.isfunction(function) and function.__module__ == kernels.__name__:
+            targets.append((kernels, name, f"kernels.{name}"))
+    return targets
+
+
+def print_parts(model, step, steps: int, matmul_seconds: float) -> None:
+    """Run ``steps`` steps with :class:`PartTimer` on and print each part's share."""
+    timer = PartTimer()
+    with timer.timing(step_parts(model)):
+        step()  # warm-up through the wrappers
+        timer.seconds.clear()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - start
+    rows = sorted(timer.seconds.items(), key=lambda item: -item[1])
+    rows.append(("the rest: NumPy and Python in the loss", total - sum(timer.seconds.values())))
+    print()
+    print(f"Inside {steps} steps (the products alone, timed apart: {matmul_seconds * 1e3:.2f} ms)")
+    print()
+    print("| part | ms per step | share of the step |")
+    print("| --- | ---: | ---: |")
+    for part, seconds in rows:
+        print(f"| {part} | {seconds / steps * 1e3:.2f} | {seconds / total:.1%} |")
+    print(f"| step | {total / steps * 1e3:.2f} | 100% |")
+
+
+def settle_malloc_as_loading_does() -> None:
+    """Leave glibc's malloc as a trainer's data loading leaves it.
+
+    Freeing an array of a few tens of MB raises glibc's thresholds, after which it
+    serves a step's MB-sized temporaries from memory it keeps.  The trainer and
+    ``compare_pytorch.py``'s worker free such arrays while loading the data; a process
+    that has not would map each temporary afresh and fault it in page by page, every
+    step (about 1,000 faults a step at IWAE k = 5, ``benchmarks/README.md``, "Memory").
+    """
+    test_set = np.empty((10_000, 784), np.float32)  # 31 MB, the size of a float test set
+    del test_set
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="classic")
+    parser.add_argument("--batch-size", type=int, help="default: the configuration's")
     parser.add_argument("--blocks", type=int, default=15, help="timed blocks per row")
     parser.add_argument("--calls", type=int, default=20, help="calls per block")
     parser.add_argument("--threads", default="auto", help="as python -m npvae.train's --threads")
+    parser.add_argument("--parts", action="store_true", help="also where a step's time goes")
     options = parser.parse_args(argv)
     threads, reason = use_threads(options.threads)
+    settle_malloc_as_loading_does()
+    spec = dict(CONFIGS[options.config])
+    spec["batch"] = options.batch_size or spec["batch"]
 
     rng = np.random.default_rng(0)
-    vae = VAE(seed=0)
-    optimizer = Adam(vae.params, lr=1e-3)
-    x = (rng.random((options.batch_size, 784)) < 0.3).astype(np.float32)
-    p = vae.params
-    shapes = {
-        "x": x,
-        "w1": p["encoder.0.W"],
-        "w_mu": p["mu_head.W"],
-        "w_lv": p["log_var_head.W"],
-        "w3": p["decoder.0.W"],
-        "w4": p["decoder.2.W"],
-    }
+    common = {"input_dim": 784, "hidden": spec["hidden"], "latent_dim": spec["latent"]}
+    common.update(activation=spec["activation"], seed=0)
+    model = IWAE(**common, k=spec["k"]) if spec["k"] else VAE(**common)
+    optimizer = Adam(model.params, lr=1e-3)
+    x = (rng.random((spec["batch"], 784)) < 0.3).astype(np.float32)
 
     def loss_and_grads():
-        vae.loss(x, rng)
+        model.loss(x, rng)
 
     def adam():
-        optimizer.step(vae.grads)
+        optimizer.step(model.grads)
 
     def step():
-        vae.loss(x, rng)
-        optimizer.step(vae.grads)
+        model.loss(x, rng)
+        optimizer.step(model.grads)
 
     funcs = {
-        "matmuls": matmul_step(shapes),
+        "matmuls": matmul_products(spec),
         "loss + grads": loss_and_grads,
         "Adam": adam,
         "step": step,
     }
     seconds = median_block_seconds(funcs, options.blocks, options.calls)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    steps_per_epoch = -(-60_000 // options.batch_size)
+    steps_per_epoch = -(-60_000 // spec["batch"])
     print(
-        f"VAE 784-400-20, batch {options.batch_size}, float32; {threads} threads ({reason}); "
+        f"{options.config}: {model!r}, batch {spec['batch']}; {threads} threads ({reason}); "
         f"load average {load:.2f}"
     )
     print()
@@ -126,6 +207,8 @@ def main(argv=None) -> int:
             f"| {name} | {value * 1e3:.2f} | {value / seconds['matmuls']:.2f} | "
             f"{value * steps_per_epoch:.2f} |"
         )
+    if options.parts:
+        print_parts(model, step, options.blocks * options.calls, seconds["matmuls"])
     return 0
 
 

@@ -101,12 +101,12 @@ def peak_rss_mb() -> float:
 # ----- the npvae child -------------------------------------------------------------------
 
 
-def matmul_bound(spec: dict, n_train: int, repeats: int = 15):
-    """A function timing what the model's matrix products alone take per epoch, in seconds.
+def matmul_products(spec: dict):
+    """A function doing one training step's matrix products for ``spec``, and nothing else.
 
     Float32, NumPy's BLAS.  Forward: every layer, the decoder's on ``k`` rows per
     example.  Backward: each weight's gradient, and each input gradient but the first
-    layer's.  The arrays are made once, so that each call times only the products.
+    layer's.  The arrays are made once, so that each call does only the products.
     """
     batch, rows_k = spec["batch"], spec["batch"] * max(spec["k"], 1)
     widths = [784, *spec["hidden"]]
@@ -128,6 +128,17 @@ def matmul_bound(spec: dict, n_train: int, repeats: int = 15):
             x.T @ d_y
             if input_grad:
                 d_y @ w.T
+
+    return step
+
+
+def matmul_bound(spec: dict, n_train: int, repeats: int = 15):
+    """A function timing what the model's matrix products alone take per epoch, in seconds.
+
+    The products are :func:`matmul_products`'s, one step's worth per batch of the epoch.
+    """
+    step = matmul_products(spec)
+    batch = spec["batch"]
 
     def seconds_per_epoch() -> float:
         step()
