@@ -100,6 +100,10 @@ class PartTimer:
                 setattr(owner, name, original)
 
 
+#: The part that holds the products: ``Linear.forward`` and ``Linear.backward``.
+LINEAR = "Linear layers (products, biases)"
+
+
 def _defining_class(cls: type, name: str) -> type:
     """The class in ``cls``'s method resolution order that defines ``name``."""
     return next(base for base in cls.__mro__ if name in base.__dict__)
@@ -108,8 +112,8 @@ def _defining_class(cls: type, name: str) -> type:
 def step_parts(model) -> list[tuple[object, str, str]]:
     """The ``(owner, name, part)`` of every function whose time ``--parts`` reports."""
     targets = [
-        (layers.Linear, "forward", "Linear layers (products, biases)"),
-        (layers.Linear, "backward", "Linear layers (products, biases)"),
+        (layers.Linear, "forward", LINEAR),
+        (layers.Linear, "backward", LINEAR),
         (_defining_class(Adam, "step"), "step", "Adam.step"),
         (_defining_class(type(model), "_noise"), "_noise", "noise draw"),
     ]
@@ -120,20 +124,35 @@ def step_parts(model) -> list[tuple[object, str, str]]:
     return targets
 
 
-def print_parts(model, step, steps: int, matmul_seconds: float) -> None:
-    """Run ``steps`` steps with :class:`PartTimer` on and print each part's share."""
+def print_parts(model, step, products, blocks: int, calls: int) -> None:
+    """Time steps with :class:`PartTimer` on and print each part's share of them.
+
+    ``blocks`` blocks of ``calls`` steps, each followed by ``calls`` calls of
+    ``products`` (the step's products alone), so that both see the machine alike.
+    """
     timer = PartTimer()
+    total = alone = 0.0
     with timer.timing(step_parts(model)):
         step()  # warm-up through the wrappers
         timer.seconds.clear()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        total = time.perf_counter() - start
+        for _ in range(blocks):
+            start = time.perf_counter()
+            for _ in range(calls):
+                step()
+            middle = time.perf_counter()
+            for _ in range(calls):
+                products()
+            total += middle - start
+            alone += time.perf_counter() - middle
+    steps = blocks * calls
     rows = sorted(timer.seconds.items(), key=lambda item: -item[1])
     rows.append(("the rest: NumPy and Python in the loss", total - sum(timer.seconds.values())))
+    linear = timer.seconds[LINEAR]
     print()
-    print(f"Inside {steps} steps (the products alone, timed apart: {matmul_seconds * 1e3:.2f} ms)")
+    print(
+        f"Inside {steps} steps; the same products alone, timed between their blocks: "
+        f"{alone / steps * 1e3:.2f} ms a step (Linear layers {linear / alone:.2f}x that)"
+    )
     print()
     print("| part | ms per step | share of the step |")
     print("| --- | ---: | ---: |")
@@ -208,7 +227,7 @@ def main(argv=None) -> int:
             f"{value * steps_per_epoch:.2f} |"
         )
     if options.parts:
-        print_parts(model, step, options.blocks * options.calls, seconds["matmuls"])
+        print_parts(model, step, funcs["matmuls"], options.blocks, options.calls)
     return 0
 
 
