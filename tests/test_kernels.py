@@ -55,13 +55,8 @@ CASES = {
     "relu_forward": lambda r, s, t, k: (normal(r, s, t, k),),
     "relu_backward": lambda r, s, t, k: (normal(r, s, t), np.maximum(normal(r, s, t, k), 0)),
     "binarize": lambda r, s, t, k: (pixels(r, s, t), r.random(s).astype(t)),
-}
-
-# Their public forms run the reference (no compiled loop earned its place), so they
-# are not compared with it; their gradient, meaning, edge and NaN tests still run.
-# log_var's spread is capped at 5: beyond about +-88, exp overflows float32 (the
-# +-30 edge has its own test).
-RUNS_ITS_REFERENCE = {
+    # log_var's spread is capped at 5: beyond about +-88, exp overflows float32 (the
+    # +-30 edge has its own test).
     "gaussian_kl": lambda r, s, t, k: (normal(r, s, t), normal(r, s, t, min(k, 5))),
     "gaussian_kl_per_dim": lambda r, s, t, k: (normal(r, s, t), normal(r, s, t, min(k, 5))),
     "gaussian_kl_grad": lambda r, s, t, k: (normal(r, s, t), normal(r, s, t, min(k, 5))),
@@ -145,6 +140,29 @@ def test_expm1_nonpositive_within_a_few_ulps_also_near_zero(dtype):
     args = np.concatenate([_sweep(-120, 0, dtype), _sweep(-0.4, 0, dtype), near_zero])
     args = args.astype(dtype)
     assert _ulp_errors(kernels._expm1_nonpositive, args, np.expm1).max() <= ULPS
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["exp", "expm1"])
+def test_exp_and_expm1_within_a_few_ulps_on_both_sides_of_zero(dtype, name):
+    """The general forms (the KL and the sampler's), up to where exp overflows."""
+    top = 88.0 if dtype == np.float32 else 709.0
+    near_zero = 10.0 ** -np.linspace(1, 30, 200)
+    args = [_sweep(-120, top, dtype), _sweep(-2, 2, dtype), _sweep(0.3, 0.4, dtype)]
+    args = np.concatenate([*args, near_zero, -near_zero, [0.0, -0.0]]).astype(dtype)
+    helper, reference = getattr(kernels, "_" + name), getattr(np, name)
+    assert _ulp_errors(helper, args, reference).max() <= ULPS
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_and_expm1_overflow_to_inf_and_keep_nan(dtype):
+    T = np.dtype(dtype).type
+    beyond = [T(89.0) if dtype == np.float32 else T(710.0), T(1e4), T(np.inf)]
+    with np.errstate(over="ignore"):  # with numba off, NumPy's ldexp says it overflowed
+        for value in beyond:
+            assert kernels._exp(value) == np.inf and kernels._expm1(value) == np.inf
+    assert kernels._exp(T(-np.inf)) == 0 and kernels._expm1(T(-np.inf)) == -1
+    assert np.isnan(kernels._exp(T(np.nan))) and np.isnan(kernels._expm1(T(np.nan)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -285,7 +303,7 @@ def test_logsumexp_wide_rows(dtype, rows):
 # --------------------------------------------------------------------------- NaN in, NaN out
 
 
-NAN_CASES = {**CASES, **RUNS_ITS_REFERENCE}
+NAN_CASES = CASES
 
 
 def nan_cases():
