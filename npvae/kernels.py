@@ -515,6 +515,12 @@ def _kl_term(mu, log_var):
     return T(0.5) * (mu * mu + (_expm1(log_var) - log_var))
 
 
+#: The dtypes whose KL loops beat the reference.  In float64 the general expm1 does not
+#: vectorise on AVX2, and the loops ran at 0.82-0.98x of NumPy (``benchmarks/README.md``,
+#: "Kernels"); float64 is the gradient checks' dtype, float32 training's.
+_KL_COMPILED = (np.dtype(np.float32),)
+
+
 @jit
 def _gaussian_kl_per_dim_kernel(mu, log_var, out):
     for k in range(mu.size):
@@ -529,19 +535,21 @@ def _half_expm1_kernel(log_var, out):
 
 
 def gaussian_kl_per_dim(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
-    """Compiled :func:`gaussian_kl_per_dim_ref`: ``(N, D) x 2 -> (N, D)`` (any shape).
+    """Compiled :func:`gaussian_kl_per_dim_ref` (float32): ``(N, D) x 2 -> (N, D)``, any shape.
 
     For the loss's KL, for free bits and for reporting which latent dimensions are
     in use.  See ``docs/backprop.md#gaussian-kl``.
     """
     mu, log_var = _float_arrays(mu=mu, log_var=log_var)
+    if mu.dtype not in _KL_COMPILED:
+        return gaussian_kl_per_dim_ref(mu, log_var)
     out = np.empty_like(mu)
     _gaussian_kl_per_dim_kernel(mu.reshape(-1), log_var.reshape(-1), out.reshape(-1))
     return out
 
 
 def gaussian_kl(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
-    """Compiled :func:`gaussian_kl_ref`: ``(N, D), (N, D) -> (N,)``.
+    """Compiled :func:`gaussian_kl_ref` (float32): ``(N, D), (N, D) -> (N,)``.
 
     See ``docs/backprop.md#gaussian-kl``.
     """
@@ -550,11 +558,13 @@ def gaussian_kl(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
 
 
 def gaussian_kl_grad(mu: np.ndarray, log_var: np.ndarray):
-    """Compiled :func:`gaussian_kl_grad_ref`: ``(dmu, dlog_var)``, each like ``mu`` (any shape).
+    """Compiled :func:`gaussian_kl_grad_ref` (float32): ``(dmu, dlog_var)``, each like ``mu``.
 
     ``dmu`` is a copy of ``mu``.  See ``docs/backprop.md#gaussian-kl``.
     """
     mu, log_var = _float_arrays(mu=mu, log_var=log_var)
+    if mu.dtype not in _KL_COMPILED:
+        return gaussian_kl_grad_ref(mu, log_var)
     dlog_var = np.empty_like(log_var)
     _half_expm1_kernel(log_var.reshape(-1), dlog_var.reshape(-1))
     return mu.copy(), dlog_var
