@@ -39,11 +39,10 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from compare_pytorch import CONFIGS, matmul_products
+from compare_pytorch import CONFIGS, matmul_products, npvae_model
 
 from npvae import kernels, layers
 from npvae._threads import use_threads
-from npvae.models import IWAE, VAE
 from npvae.optim import Adam
 
 
@@ -189,9 +188,7 @@ def main(argv=None) -> int:
     spec["batch"] = options.batch_size or spec["batch"]
 
     rng = np.random.default_rng(0)
-    common = {"input_dim": 784, "hidden": spec["hidden"], "latent_dim": spec["latent"]}
-    common.update(activation=spec["activation"], seed=0)
-    model = IWAE(**common, k=spec["k"]) if spec["k"] else VAE(**common)
+    model = npvae_model(spec, seed=0)
     optimizer = Adam(model.params, lr=1e-3)
     x = (rng.random((spec["batch"], 784)) < 0.3).astype(np.float32)
 

@@ -153,19 +153,25 @@ def matmul_bound(spec: dict, n_train: int, repeats: int = 15):
     return seconds_per_epoch
 
 
+def npvae_model(spec: dict, seed: int):
+    """npvae's model for ``spec``: the IWAE when ``spec["k"]`` is set, else the VAE (float32)."""
+    from npvae.models import IWAE, VAE
+
+    common = {"input_dim": 784, "hidden": spec["hidden"], "latent_dim": spec["latent"]}
+    common.update(activation=spec["activation"], seed=seed)
+    return IWAE(**common, k=spec["k"]) if spec["k"] else VAE(**common)
+
+
 def npvae_worker(options, spec: dict) -> dict:
     from npvae._threads import CpuWatch, use_threads
     from npvae.data import Batches
     from npvae.evaluate import evaluate_loss
-    from npvae.models import IWAE, VAE
     from npvae.optim import Adam
 
     watch = CpuWatch()
     x_train, x_test = load_mnist(options.data_dir, options.limit)
     threads, _ = use_threads(options.threads or "auto", watch)  # as python -m npvae.train does
-    common = {"input_dim": 784, "hidden": spec["hidden"], "latent_dim": spec["latent"]}
-    common.update(activation=spec["activation"], seed=options.seed)
-    model = IWAE(**common, k=spec["k"]) if spec["k"] else VAE(**common)
+    model = npvae_model(spec, options.seed)
     adam = Adam(model.params, lr=1e-3)
     rng = np.random.default_rng(options.seed)
     batches = Batches(x_train, spec["batch"], rng)
