@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import __version__, evaluate, kernels, runs
+from npvae import __version__, _warm, evaluate, kernels, runs
 from npvae._files import atomic_path, write_text
 from npvae._threads import CpuWatch, use_threads
 from npvae.build import build_model, model_recipe, optimizer_for, schedule_for
@@ -558,9 +558,12 @@ def _completed_metrics(path: Path, epochs: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
-    watch = CpuWatch()  # what other work uses while we load, for --threads auto
     try:
         config, given, resume_request = parse_args(argv)
+        # A fresh checkout compiles the kernels in a child, whose memory is gone when it
+        # exits; before the watch starts, so that its CPU does not count as other work.
+        _warm.warm(config.dtype)
+        watch = CpuWatch()  # what other work uses while we load, for --threads auto
         run = resume(resume_request, given) if resume_request else start(config)
         print(f"run folder: {run.folder}", flush=True)
         print(f"data: {run.data.summary()}", flush=True)

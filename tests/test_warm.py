@@ -1,0 +1,107 @@
+"""npvae._warm: the kernels compiled in a child, so that a training only loads them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from npvae import _jit, _warm, kernels
+
+needs_numba = pytest.mark.skipif(
+    not _jit.USE_NUMBA, reason="numba is off (NPVAE_USE_NUMBA=0): there is nothing to compile"
+)
+
+# One training step of a ReLU VAE and a tanh IWAE, Adam, the NaN guard and the importance-
+# sampled log-likelihood, in float32 as `python -m npvae.train` runs them; then the
+# kernels that numba had to compile because its cache lacked them.
+STEP = """
+import json
+import numpy as np
+from npvae import _warm, kernels
+from npvae.evaluate.estimators import importance_sampled
+from npvae.models import IWAE, VAE
+from npvae.optim import Adam
+
+cached = _warm.cached()
+rng = np.random.default_rng(0)
+x = (rng.random((8, 784)) < 0.3).astype(np.float32)
+for model in (VAE(hidden=(16,), latent_dim=4),
+              IWAE(hidden=(16,), latent_dim=4, activation="tanh", k=3)):
+    model.loss(x, rng)
+    kernels.all_finite(model.flat_grads)
+    Adam(model.params).step(model.grads)
+    importance_sampled(model, x, rng, n_samples=4, batch_size=4)
+compiled = sorted(d.__name__ for d in _warm.dispatchers() if d.stats.cache_misses)
+print(json.dumps({"cached": cached, "compiled": compiled}))
+"""
+
+
+def run_python(code: str, cache_dir) -> str:
+    """Run ``code`` in a new interpreter whose numba cache is ``cache_dir``; its last line."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+@needs_numba
+def test_after_warm_a_training_compiles_nothing(tmp_path):
+    # Without the warm-up, a new cache makes the training compile its kernels itself ...
+    cold = json.loads(run_python(STEP, tmp_path / "cold"))
+    assert cold["cached"] is False
+    assert {"_bernoulli_log_prob_and_grad_kernel", "_adam_kernel"} <= set(cold["compiled"])
+    # ... and after it, the training finds every kernel in the cache: the compiling, and
+    # the memory numba keeps after it, happened in the child.
+    warmed = tmp_path / "warmed"
+    assert run_python("from npvae import _warm; print(_warm.warm())", warmed) == "True"
+    assert json.loads(run_python(STEP, warmed)) == {"cached": True, "compiled": []}
+    # A second warm-up sees the cache full and starts no child.
+    assert run_python("from npvae import _warm; print(_warm.warm())", warmed) == "False"
+
+
+@needs_numba
+def test_an_edited_kernels_file_makes_the_cache_cold(monkeypatch, tmp_path):
+    _warm.compile_kernels("float32")  # in this process: the cache holds every kernel now
+    assert _warm.cached()
+    newer = tmp_path / "kernels.py"
+    newer.write_text("")
+    future = time.time() + 3600
+    os.utime(newer, (future, future))
+    monkeypatch.setattr(kernels, "__file__", str(newer))
+    assert not _warm.cached()
+
+
+def test_nothing_runs_when_numba_is_off_or_has_compiled_here(monkeypatch):
+    def no_child(*args, **kwargs):
+        raise AssertionError("warm started a child")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    monkeypatch.setattr(_warm, "cached", lambda: False)
+    kernels.relu_forward(kernels.np.zeros(3, dtype="float32"))  # this process has a kernel now
+    assert not _warm.warm()
+    monkeypatch.setattr(_jit, "USE_NUMBA", False)
+    assert _warm.dispatchers() == []
+    assert not _warm.warm()
+
+
+@needs_numba
+@pytest.mark.parametrize("failure", ["missing interpreter", "failing child", "hung child"])
+def test_a_failed_child_only_returns_false(monkeypatch, failure):
+    monkeypatch.setattr(_warm, "cached", lambda: False)
+    monkeypatch.setattr(_warm, "compiled_here", lambda: False)
+    command = {
+        "missing interpreter": ["/nonexistent/python"],
+        "failing child": ["false"],
+        "hung child": ["sleep", "30"],
+    }[failure]
+    monkeypatch.setattr(_warm, "_child_command", lambda dtype: command)
+    monkeypatch.setattr(_warm, "CHILD_TIMEOUT_S", 0.5)
+    started = time.monotonic()
+    assert _warm.warm() is False
+    assert time.monotonic() - started < 10  # a hung child is killed at the timeout
