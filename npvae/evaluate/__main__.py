@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from npvae import __version__, runs
+from npvae import __version__, _warm, runs
 from npvae._files import write_text
 from npvae._threads import CpuWatch, parse_threads, use_threads
 from npvae.config import Config, OneLineParser, validate
@@ -160,9 +160,10 @@ def _progress(total: int):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.evaluate``; a user's mistake is one line on stderr, status 2."""
-    watch = CpuWatch()  # what other work uses while we load, for --threads auto
     try:
         args = make_parser().parse_args(argv)
+        _warm.warm()  # a fresh checkout compiles in a child (see python -m npvae.train)
+        watch = CpuWatch()  # what other work uses while we load, for --threads auto
         parse_threads(args.threads)
         saved = runs.open_saved(args.run, args.checkpoint)
         x, _, dataset, binarize, seed = _test_images(saved, args)

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from npvae import _warm
 from npvae.config import OneLineParser
 from npvae.errors import NpvaeError
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.figures``; a user's mistake is one line on stderr, status 2."""
     try:
         args = make_parser().parse_args(argv)
+        _warm.warm()  # a fresh checkout compiles in a child (see python -m npvae.train)
         if args.command == "compare":
             from npvae.figures import compare
 
