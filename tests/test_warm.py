@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from npvae import _jit, _warm, kernels
@@ -83,7 +84,7 @@ def test_nothing_runs_when_numba_is_off_or_has_compiled_here(monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", no_child)
     monkeypatch.setattr(_warm, "cached", lambda: False)
-    kernels.relu_forward(kernels.np.zeros(3, dtype="float32"))  # this process has a kernel now
+    kernels.relu_forward(np.zeros(3, dtype=np.float32))  # this process has a kernel now
     assert not _warm.warm()
     monkeypatch.setattr(_jit, "USE_NUMBA", False)
     assert _warm.dispatchers() == []
