@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -115,6 +116,29 @@ def test_vectorised_fast_enough():
     make_digits(2000, 0, seed=0)
     # About 0.2 s here; a per-pixel Python loop would take minutes.
     assert time.perf_counter() - start < 4.0
+
+
+def test_the_chunk_size_is_not_part_of_what_a_seed_means(monkeypatch):
+    # A block draws all its random numbers first, so working its pixels in chunks of
+    # any size gives the same images, bit for bit, as working them all at once.
+    chunked = make_digits(600, 0, seed=11)[0]
+    monkeypatch.setattr(embedded, "_CHUNK", 10**9)
+    whole = make_digits(600, 0, seed=11)[0]
+    monkeypatch.setattr(embedded, "_CHUNK", 7)
+    small = make_digits(600, 0, seed=11)[0]
+    assert np.array_equal(chunked, whole) and np.array_equal(small, whole)
+
+
+def test_a_block_of_images_needs_little_memory():
+    embedded._templates()
+    tracemalloc.start()
+    try:
+        make_digits(embedded._BLOCK, 0, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 25 MB measured (1.6 MB of it the images); working all 2,048 at once took 136 MB.
+    assert peak < 50e6
 
 
 def test_negative_size_is_a_config_error():

@@ -158,8 +158,12 @@ PEN_DRAWINGS = 6
 #: digit.  Most fonts give their 1 a base serif that few writers draw.
 PEN_SHARE = (0.6, 0.85, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6)
 
-# Images are made in blocks of this many: bounds the temporary arrays.
+# Images are made in blocks of this many: each block draws its random numbers at once,
+# so the block size is part of what a seed means and stays.
 _BLOCK = 2048
+# A block's pixels are worked this many images at a time, which bounds the temporaries:
+# all 2,048 at once took 150 MB, more than the training that follows.
+_CHUNK = 256
 
 # Ink points per template used to measure the warped digit's extent.
 _N_EXTENT_POINTS = 96
@@ -257,7 +261,9 @@ def _render_block(
 ) -> np.ndarray:
     """Warp, thicken or thin, and normalise one block of images.
 
-    Returns (n, 28, 28) uint8.
+    Every random number of the block is drawn first, in the order the generator
+    has always drawn them, so a seed gives the same images as it always did; the
+    pixels are then worked :data:`_CHUNK` images at a time.  Returns (n, 28, 28) uint8.
     """
     n_images = len(template_index)
     # Linear part of the template -> image map, in (row, col) coordinates.
@@ -281,35 +287,61 @@ def _render_block(
     extent = np.maximum(np.ptp(points[..., 0], axis=1), np.ptp(points[..., 1], axis=1))
     box = rng.uniform(BOX_SIDE - 2.0, BOX_SIDE - 0.5, n_images)
     linear *= (box / np.maximum(extent, 1e-6))[:, None, None]
-    inverse = np.linalg.inv(linear)
+    inverse = np.linalg.inv(linear).astype(np.float32)
 
-    # Output grid, displaced by a smooth random field, mapped into the template:
-    # source = inverse @ (pixel - centre - shift + field) + template centre.
-    field_row, field_col = _elastic_field(n_images, rng)
+    # The rest of the block's random numbers: the elastic field's coarse grid, a shift,
+    # the stroke's thickening or thinning, and the contrast stretch's two levels.
+    coarse = _coarse_displacements(n_images, rng)
     shift = rng.normal(0.0, 0.15, (n_images, 2)).astype(np.float32)
+    amount = rng.uniform(-0.7, 0.5, (n_images, 1, 1)).astype(np.float32)
+    low = rng.uniform(0.08, 0.22, (n_images, 1, 1)).astype(np.float32)
+    high = low + rng.uniform(0.35, 0.6, (n_images, 1, 1)).astype(np.float32)
+
+    images = np.empty((n_images, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
+    for start in range(0, n_images, _CHUNK):
+        part = slice(start, start + _CHUNK)
+        warped = _warp(templates, template_index[part], inverse[part], shift[part], coarse[part])
+        images[part] = _to_uint8(_vary_stroke(warped, amount[part]), low[part], high[part])
+    return images
+
+
+def _warp(
+    templates: _Templates,
+    template_index: np.ndarray,
+    inverse: np.ndarray,
+    shift: np.ndarray,
+    coarse: np.ndarray,
+) -> np.ndarray:
+    """Sample each template through its inverse map: (n,) indices, (n, 2, 2), (n, 2) and
+    (n, 2, 5, 5) in, (n, 28, 28) grey levels out.
+
+    The output grid, displaced by a smooth random field, is mapped into the template:
+    ``source = inverse @ (pixel - centre - shift + field) + template centre``.
+    """
+    field_row, field_col = _elastic_field(coarse)
     pixel = np.arange(IMAGE_SIDE, dtype=np.float32)
     row = (pixel - np.float32(CENTRE[0]))[None, :, None] - shift[:, 0, None, None] + field_row
     col = (pixel - np.float32(CENTRE[1]))[None, None, :] - shift[:, 1, None, None] + field_col
-    inverse = inverse.astype(np.float32)[..., None, None]
+    inverse = inverse[..., None, None]
     centres = templates.centres[template_index].astype(np.float32)[..., None, None]
     source_row = inverse[:, 0, 0] * row + inverse[:, 0, 1] * col + centres[:, 0]
     source_col = inverse[:, 1, 0] * row + inverse[:, 1, 1] * col + centres[:, 1]
-    images = _bilinear(templates.images, template_index, source_row, source_col)
-
-    images = _vary_stroke(images, rng)
-    return _to_uint8(images, rng)
+    return _bilinear(templates.images, template_index, source_row, source_col)
 
 
-def _elastic_field(n_images: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth random displacements (row, col), each (n, 28, 28) float32, ~1 pixel.
+def _coarse_displacements(n_images: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2, 5, 5) normal draws on a coarse grid, each image's scaled by its own strength."""
+    strength = rng.uniform(0.4, 1.4, (n_images, 1, 1, 1))
+    return rng.normal(0.0, 1.0, (n_images, 2, 5, 5)) * strength
 
-    Normal draws on a coarse 5x5 grid, interpolated to 28x28 by two matrix
+
+def _elastic_field(coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth displacements (row, col), each (n, 28, 28) float32, ~1 pixel.
+
+    The coarse draws ``(n, 2, 5, 5)``, interpolated to 28x28 by two matrix
     products, give a field that bends strokes without breaking them.
     """
-    coarse_side = 5
-    strength = rng.uniform(0.4, 1.4, (n_images, 1, 1, 1))
-    coarse = rng.normal(0.0, 1.0, (n_images, 2, coarse_side, coarse_side)) * strength
-    interpolate = _interpolation_matrix(IMAGE_SIDE, coarse_side)
+    interpolate = _interpolation_matrix(IMAGE_SIDE, coarse.shape[-1])
     field = (interpolate @ coarse.astype(np.float32) @ interpolate.T).astype(np.float32)
     return field[:, 0], field[:, 1]
 
@@ -333,7 +365,8 @@ def _bilinear(
 
     images : (K, T, T) float32; image_index : (n,); rows, cols : (n, H, W)
     float32.  Points outside the canvas read its zero border.  Returns
-    (n, H, W) float32.
+    (n, H, W) float64: the fractions, float32 less int32, promote (and what a seed
+    draws depends on that arithmetic, so it stays).
     """
     side = images.shape[1]
     rows = np.clip(rows, 0.0, side - 1.001)
@@ -349,10 +382,11 @@ def _bilinear(
     return upper + (lower - upper) * frac_row
 
 
-def _vary_stroke(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _vary_stroke(images: np.ndarray, amount: np.ndarray) -> np.ndarray:
     """Thicken or thin strokes by a random fraction of a grey-level dilation / erosion.
 
-    images : (n, 28, 28) float32 in [0, 1]; returns the same shape.
+    images : (n, 28, 28) in [0, 1]; amount : (n, 1, 1) in [-0.7, 0.5), the
+    fraction of the erosion (below 0) or dilation (above) to take; returns the same shape.
     """
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
     # The 4-neighbourhood (a plus sign) thickens by one pixel without squaring corners.
@@ -366,18 +400,19 @@ def _vary_stroke(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for neighbour in neighbours:
         np.maximum(dilated, neighbour, out=dilated)
         np.minimum(eroded, neighbour, out=eroded)
-    amount = rng.uniform(-0.7, 0.5, (len(images), 1, 1)).astype(np.float32)
     thicker = np.maximum(amount, 0)
     thinner = np.maximum(-amount, 0)
     return images + thicker * (dilated - images) + thinner * (eroded - images)
 
 
-def _to_uint8(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Stretch contrast so stroke cores saturate and edges stay grey, like MNIST."""
+def _to_uint8(images: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Stretch contrast so stroke cores saturate and edges stay grey, like MNIST.
+
+    images : (n, 28, 28); low, high : (n, 1, 1), the levels that map to 0 and 255 once
+    each image is scaled to its own maximum.
+    """
     peak = images.reshape(len(images), -1).max(1)[:, None, None]
     normalised = images / np.maximum(peak, 1e-6)
-    low = rng.uniform(0.08, 0.22, (len(images), 1, 1)).astype(np.float32)
-    high = low + rng.uniform(0.35, 0.6, (len(images), 1, 1)).astype(np.float32)
     stretched = np.clip((normalised - low) / (high - low), 0.0, 1.0)
     return np.rint(stretched * 255).astype(np.uint8)
 
