@@ -40,19 +40,20 @@ def dispatchers() -> list:
     return [obj for obj in vars(kernels).values() if isinstance(obj, kinds)]
 
 
-def cached() -> bool:
+def cached() -> bool | None:
     """Whether numba's disk cache holds every kernel, written after ``kernels.py`` last changed.
 
     It looks only at the cache's index files (their existence and age), never inside
     them: numba itself checks the rest when it loads, and compiles whatever it lacks.
+    None when this numba lays its cache out otherwise and there is no telling.
     """
     source = Path(kernels.__file__).stat().st_mtime
     for dispatcher in dispatchers():
         try:
             index = Path(dispatcher._cache._cache_file._index_path)  # numba's own layout
-            if index.stat().st_mtime < source:
-                return False
-        except (AttributeError, OSError):  # no index yet, or a numba that lays it out otherwise
+        except AttributeError:
+            return None
+        if not index.exists() or index.stat().st_mtime < source:
             return False
     return True
 
@@ -66,9 +67,10 @@ def warm(dtype="float32") -> bool:
     """Fill numba's cache with the kernels for ``dtype`` in a child process, if it lacks them.
 
     Returns whether a child ran and succeeded.  Nothing to do when numba is off,
-    when this process has compiled kernels already, or when the cache is warm.
+    when this process has compiled kernels already, or unless the cache is known
+    to lack them (a numba whose cache this cannot read compiles as it always did).
     """
-    if not _jit.USE_NUMBA or compiled_here() or cached():
+    if not _jit.USE_NUMBA or compiled_here() or cached() is not False:
         return False
     try:
         done = subprocess.run(

@@ -69,13 +69,13 @@ def test_after_warm_a_training_compiles_nothing(tmp_path):
 @needs_numba
 def test_an_edited_kernels_file_makes_the_cache_cold(monkeypatch, tmp_path):
     _warm.compile_kernels("float32")  # in this process: the cache holds every kernel now
-    assert _warm.cached()
+    assert _warm.cached() is True
     newer = tmp_path / "kernels.py"
     newer.write_text("")
     future = time.time() + 3600
     os.utime(newer, (future, future))
     monkeypatch.setattr(kernels, "__file__", str(newer))
-    assert not _warm.cached()
+    assert _warm.cached() is False
 
 
 def test_nothing_runs_when_numba_is_off_or_has_compiled_here(monkeypatch):
@@ -89,6 +89,15 @@ def test_nothing_runs_when_numba_is_off_or_has_compiled_here(monkeypatch):
     monkeypatch.setattr(_jit, "USE_NUMBA", False)
     assert _warm.dispatchers() == []
     assert not _warm.warm()
+
+
+@needs_numba
+def test_a_cache_it_cannot_read_starts_no_child(monkeypatch):
+    monkeypatch.setattr(_warm, "dispatchers", lambda: [object()])  # no numba cache layout
+    monkeypatch.setattr(_warm, "compiled_here", lambda: False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("warm started a child"))
+    assert _warm.cached() is None
+    assert _warm.warm() is False
 
 
 @needs_numba
