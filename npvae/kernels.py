@@ -567,9 +567,7 @@ def gaussian_kl_grad(mu: np.ndarray, log_var: np.ndarray):
     mu, log_var = _float_arrays(mu=mu, log_var=log_var)
     if mu.dtype not in _KL_COMPILED:
         return gaussian_kl_grad_ref(mu, log_var)
-    dlog_var = np.empty_like(log_var)
-    _half_expm1_kernel(log_var.reshape(-1), dlog_var.reshape(-1))
-    return mu.copy(), dlog_var
+    return mu.copy(), _elementwise(_half_expm1_kernel, log_var)
 
 
 # ---------------------------------------------------------------------------

@@ -303,17 +303,14 @@ def test_logsumexp_wide_rows(dtype, rows):
 # --------------------------------------------------------------------------- NaN in, NaN out
 
 
-NAN_CASES = CASES
-
-
 def nan_cases():
     """(function name, argument builder, which arguments may carry a NaN)."""
-    for name, make in NAN_CASES.items():
+    for name, make in CASES.items():
         yield name, make, range(len(make(np.random.default_rng(0), (2, 2), np.float64, 1.0)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name, make, positions", list(nan_cases()), ids=list(NAN_CASES))
+@pytest.mark.parametrize("name, make, positions", list(nan_cases()), ids=list(CASES))
 def test_nan_in_any_input_gives_nan_in_its_row(dtype, name, make, positions):
     rng = np.random.default_rng(3)
     for position in positions:
