@@ -16,7 +16,10 @@ usage: python -m npvae [--version]
 
 npvae {version}: autoencoders and VAEs from scratch in NumPy.  Its commands:
   python -m npvae.train --help     train a model and write a run folder
+  python -m npvae.evaluate RUN     a saved run's test ELBO, log-likelihood and active units
+  python -m npvae.figures --help   a saved run's figures, and three latent spaces compared
   python -m npvae.gradcheck        prove every gradient against finite differences
+  python -m npvae.tour             one training step, stop by stop, each stage checked
 """
 
 

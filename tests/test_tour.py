@@ -145,3 +145,19 @@ def test_on_mnist(capsys):
     status, out, _ = run(capsys, "--dataset", "mnist", "--data-dir", str(MNIST_DIR))
     assert status == 0, out
     assert "on 8 mnist images" in out
+
+
+def test_python_m_npvae_lists_every_command_and_each_exists(capsys):
+    import importlib
+    import re
+
+    from npvae.__main__ import main as package_main
+
+    assert package_main([]) == 0
+    listed = re.findall(r"python -m (npvae\.\w+)", capsys.readouterr().out)
+    assert "npvae.tour" in listed and len(listed) == 5
+    for name in listed:  # a package (evaluate, figures) runs its __main__, a module itself
+        module = importlib.import_module(name)
+        if hasattr(module, "__path__"):
+            module = importlib.import_module(f"{name}.__main__")
+        assert callable(module.main), name
