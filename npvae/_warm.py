@@ -40,14 +40,19 @@ def dispatchers() -> list:
     return [obj for obj in vars(kernels).values() if isinstance(obj, kinds)]
 
 
-def cached() -> bool | None:
-    """Whether numba's disk cache holds every kernel, written after ``kernels.py`` last changed.
+def cached(dtype="float32") -> bool | None:
+    """Whether numba's disk cache holds every kernel for ``dtype``, compiled after ``kernels.py``
+    last changed.
 
-    It looks only at the cache's index files (their existence and age), never inside
-    them: numba itself checks the rest when it loads, and compiles whatever it lacks.
+    It looks only at the cache's index files (their existence and age) and at the stamp
+    the child leaves beside them once it has compiled ``dtype``'s kernels (:func:`_stamp`),
+    never inside them: numba itself checks the rest when it loads, and compiles whatever
+    it lacks.  An index file says that some kernel was compiled, not for which dtype, so
+    without the stamp a float64 run after float32 ones would compile in its own process.
     None when this numba lays its cache out otherwise and there is no telling.
     """
     source = Path(kernels.__file__).stat().st_mtime
+    folder = None
     for dispatcher in dispatchers():
         try:
             index = Path(dispatcher._cache._cache_file._index_path)  # numba's own layout
@@ -55,7 +60,16 @@ def cached() -> bool | None:
             return None
         if not index.exists() or index.stat().st_mtime < source:
             return False
-    return True
+        folder = index.parent
+    if folder is None:
+        return True
+    stamp = _stamp(folder, dtype)
+    return stamp.exists() and stamp.stat().st_mtime >= source
+
+
+def _stamp(folder: Path, dtype) -> Path:
+    """The empty file that says a child compiled every kernel for ``dtype`` into ``folder``."""
+    return folder / f"npvae-warm-{np.dtype(dtype).name}"
 
 
 def compiled_here() -> bool:
@@ -70,7 +84,7 @@ def warm(dtype="float32") -> bool:
     when this process has compiled kernels already, or unless the cache is known
     to lack them (a numba whose cache this cannot read compiles as it always did).
     """
-    if not _jit.USE_NUMBA or compiled_here() or cached() is not False:
+    if not _jit.USE_NUMBA or compiled_here() or cached(dtype) is not False:
         return False
     try:
         done = subprocess.run(
@@ -119,7 +133,13 @@ def compile_kernels(dtype) -> None:
 
 
 def main(argv: list[str]) -> int:
-    compile_kernels(argv[0] if argv else "float32")
+    dtype = argv[0] if argv else "float32"
+    compile_kernels(dtype)
+    try:
+        folder = Path(dispatchers()[0]._cache._cache_file._index_path).parent
+        _stamp(folder, dtype).touch()
+    except (IndexError, AttributeError, OSError):
+        pass  # no stamp: the next run starts a child again, and nothing worse
     return 0
 
 

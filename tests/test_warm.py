@@ -28,17 +28,18 @@ from npvae.evaluate.estimators import importance_sampled
 from npvae.models import IWAE, VAE
 from npvae.optim import Adam
 
-cached = _warm.cached()
+dtype = "{dtype}"
+cached = _warm.cached(dtype)
 rng = np.random.default_rng(0)
-x = (rng.random((8, 784)) < 0.3).astype(np.float32)
-for model in (VAE(hidden=(16,), latent_dim=4),
-              IWAE(hidden=(16,), latent_dim=4, activation="tanh", k=3)):
+x = (rng.random((8, 784)) < 0.3).astype(dtype)
+for model in (VAE(hidden=(16,), latent_dim=4, dtype=dtype),
+              IWAE(hidden=(16,), latent_dim=4, activation="tanh", k=3, dtype=dtype)):
     model.loss(x, rng)
     kernels.all_finite(model.flat_grads)
     Adam(model.params).step(model.grads)
     importance_sampled(model, x, rng, n_samples=4, batch_size=4)
 compiled = sorted(d.__name__ for d in _warm.dispatchers() if d.stats.cache_misses)
-print(json.dumps({"cached": cached, "compiled": compiled}))
+print(json.dumps({{"cached": cached, "compiled": compiled}}))
 """
 
 
@@ -54,21 +55,39 @@ def run_python(code: str, cache_dir) -> str:
 @needs_numba
 def test_after_warm_a_training_compiles_nothing(tmp_path):
     # Without the warm-up, a new cache makes the training compile its kernels itself ...
-    cold = json.loads(run_python(STEP, tmp_path / "cold"))
+    cold = json.loads(run_python(STEP.format(dtype="float32"), tmp_path / "cold"))
     assert cold["cached"] is False
     assert {"_bernoulli_log_prob_and_grad_kernel", "_adam_kernel"} <= set(cold["compiled"])
     # ... and after it, the training finds every kernel in the cache: the compiling, and
     # the memory numba keeps after it, happened in the child.
     warmed = tmp_path / "warmed"
     assert run_python("from npvae import _warm; print(_warm.warm())", warmed) == "True"
-    assert json.loads(run_python(STEP, warmed)) == {"cached": True, "compiled": []}
+    assert json.loads(run_python(STEP.format(dtype="float32"), warmed)) == {
+        "cached": True,
+        "compiled": [],
+    }
     # A second warm-up sees the cache full and starts no child.
     assert run_python("from npvae import _warm; print(_warm.warm())", warmed) == "False"
 
 
 @needs_numba
+def test_a_float64_run_after_float32_ones_is_warmed_too(tmp_path):
+    # numba's index files say a kernel was compiled, not for which dtype: the stamp does.
+    cache = tmp_path / "cache"
+    assert run_python("from npvae import _warm; print(_warm.warm('float32'))", cache) == "True"
+    assert run_python("from npvae import _warm; print(_warm.cached('float64'))", cache) == "False"
+    assert run_python("from npvae import _warm; print(_warm.warm('float64'))", cache) == "True"
+    assert json.loads(run_python(STEP.format(dtype="float64"), cache)) == {
+        "cached": True,
+        "compiled": [],
+    }
+    stamps = sorted(path.name for path in cache.rglob("npvae-warm-*"))
+    assert stamps == ["npvae-warm-float32", "npvae-warm-float64"]
+
+
+@needs_numba
 def test_an_edited_kernels_file_makes_the_cache_cold(monkeypatch, tmp_path):
-    _warm.compile_kernels("float32")  # in this process: the cache holds every kernel now
+    _warm.main(["float32"])  # the child's work, in this process: the cache holds every kernel
     assert _warm.cached() is True
     newer = tmp_path / "kernels.py"
     newer.write_text("")
@@ -83,7 +102,7 @@ def test_nothing_runs_when_numba_is_off_or_has_compiled_here(monkeypatch):
         raise AssertionError("warm started a child")
 
     monkeypatch.setattr(subprocess, "run", no_child)
-    monkeypatch.setattr(_warm, "cached", lambda: False)
+    monkeypatch.setattr(_warm, "cached", lambda dtype: False)
     kernels.relu_forward(np.zeros(3, dtype=np.float32))  # this process has a kernel now
     assert not _warm.warm()
     monkeypatch.setattr(_jit, "USE_NUMBA", False)
@@ -103,7 +122,7 @@ def test_a_cache_it_cannot_read_starts_no_child(monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("failure", ["missing interpreter", "failing child", "hung child"])
 def test_a_failed_child_only_returns_false(monkeypatch, failure):
-    monkeypatch.setattr(_warm, "cached", lambda: False)
+    monkeypatch.setattr(_warm, "cached", lambda dtype: False)
     monkeypatch.setattr(_warm, "compiled_here", lambda: False)
     command = {
         "missing interpreter": ["/nonexistent/python"],
