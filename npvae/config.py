@@ -384,11 +384,32 @@ def read_toml(path: str | Path) -> Given:
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is a ConfigError (one line), not usage text and exit.
 
-    Every npvae command line uses it (``train``, ``evaluate``, ``figures``).
+    Every npvae command line uses it (``train``, ``evaluate``, ``figures``, ``tour``).
     """
 
     def error(self, message: str):
         raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def whole_number(flag: str, least: int = 0, most: int | None = None):
+    """An argparse ``type`` for a whole-number flag from ``least`` to ``most`` (None: no top).
+
+    Its messages name the flag: ``--k must be a whole number, got 'x'``.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a whole number, got {text!r}"
+            ) from None
+        if value < least or (most is not None and value > most):
+            within = f"{least} or more" if most is None else f"{least} to {most}"
+            raise argparse.ArgumentTypeError(f"{flag} must be {within}, got {value}")
+        return value
+
+    return parse
 
 
 def make_parser() -> argparse.ArgumentParser:

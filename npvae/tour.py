@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from npvae import _warm
-from npvae.config import OneLineParser
+from npvae.config import OneLineParser, whole_number
 from npvae.data import load_dataset, make_digits
 from npvae.distributions import DiagonalGaussian
 from npvae.errors import ConfigError, NpvaeError
@@ -301,8 +301,20 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
     )
 
     # ----- backward --------------------------------------------------------------------
-    def loss_from_logits() -> float:
-        return -model.likelihood.log_prob(x, logits).mean() + kl_term
+    # The loss as a function of each array the backward pass meets, each built on the one
+    # after it; the finite differences nudge an entry of that array and call these.
+    def loss_from_logits(out: np.ndarray, kl_of: float = kl_term) -> float:
+        return -model.likelihood.log_prob(x, out).mean() + kl_of
+
+    def loss_from_z(z_of: np.ndarray, kl_of: float = kl_term) -> float:
+        return loss_from_logits(probe.decoder.forward(z_of), kl_of)
+
+    def loss_from_latents(mu_of: np.ndarray, log_var_of: np.ndarray) -> float:
+        kl_of = DiagonalGaussian.kl_per_dim(mu_of, log_var_of).mean(axis=0).sum()
+        return loss_from_z(DiagonalGaussian.sample(mu_of, log_var_of, eps_rows), kl_of)
+
+    def loss_from_h(h_of: np.ndarray) -> float:
+        return loss_from_latents(probe.mu_head.forward(h_of), probe.log_var_head.forward(h_of))
 
     dout = dlogits * np.full(n, -1.0 / n)[:, None]  # d loss / d log p(x_n|z_n) = -1/N
     guide.stop(
@@ -312,10 +324,7 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
         "backprop.md#bernoulli-log-likelihood",
     )
     guide.show("dout", dout)
-    guide.gradient("logits", dout, loss_from_logits, logits, rng, kinks)
-
-    def loss_from_z() -> float:
-        return -model.likelihood.log_prob(x, probe.decoder.forward(z)).mean() + kl_term
+    guide.gradient("logits", dout, lambda: loss_from_logits(logits), logits, rng, kinks)
 
     dz = decoder.backward(dout)
     guide.stop(
@@ -326,12 +335,7 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
     )
     guide.show("dz", dz)
     guide.show("dW4", model.grads["decoder.2.W"])
-    guide.gradient("z", dz, loss_from_z, z, rng, kinks)
-
-    def loss_from_mu_and_log_var() -> float:
-        z_of = DiagonalGaussian.sample(mu, log_var, eps_rows)
-        recon_of = -model.likelihood.log_prob(x, probe.decoder.forward(z_of)).mean()
-        return recon_of + DiagonalGaussian.kl_per_dim(mu, log_var).mean(axis=0).sum()
+    guide.gradient("z", dz, lambda: loss_from_z(z), z, rng, kinks)
 
     dmu_z, dlog_var_z = DiagonalGaussian.sample_backward(dz, log_var, eps_rows)
     dmu_kl, dlog_var_kl = DiagonalGaussian.kl_grad(mu, log_var)
@@ -347,14 +351,8 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
     )
     guide.show("dmu", dmu)
     guide.show("dlog_var", dlog_var)
-    guide.gradient("mu", dmu, loss_from_mu_and_log_var, mu, rng, kinks)
-    guide.gradient("log_var", dlog_var, loss_from_mu_and_log_var, log_var, rng, kinks)
-
-    def loss_from_h() -> float:
-        mu_of, log_var_of = probe.mu_head.forward(h), probe.log_var_head.forward(h)
-        z_of = DiagonalGaussian.sample(mu_of, log_var_of, eps_rows)
-        recon_of = -model.likelihood.log_prob(x, probe.decoder.forward(z_of)).mean()
-        return recon_of + DiagonalGaussian.kl_per_dim(mu_of, log_var_of).mean(axis=0).sum()
+    guide.gradient("mu", dmu, lambda: loss_from_latents(mu, log_var), mu, rng, kinks)
+    guide.gradient("log_var", dlog_var, lambda: loss_from_latents(mu, log_var), log_var, rng, kinks)
 
     dh = model.mu_head.backward(dmu)
     dh += model.log_var_head.backward(dlog_var)
@@ -367,7 +365,7 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
     )
     guide.show("dh", dh)
     guide.show("dW1", model.grads["encoder.0.W"])
-    guide.gradient("h", dh, loss_from_h, h, rng, kinks)
+    guide.gradient("h", dh, lambda: loss_from_h(h), h, rng, kinks)
 
     # ----- every parameter ---------------------------------------------------------------
     guide.stop(
@@ -437,12 +435,15 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch",
-        type=_whole("--batch", 1, MOST_IMAGES),
+        type=whole_number("--batch", 1, MOST_IMAGES),
         default=8,
         help=f"images in the batch, up to {MOST_IMAGES} (default: 8)",
     )
     parser.add_argument(
-        "--seed", type=_whole("--seed", 0), default=0, help="seed of weights and noise (default: 0)"
+        "--seed",
+        type=whole_number("--seed"),
+        default=0,
+        help="seed of weights and noise (default: 0)",
     )
     parser.add_argument(
         "--dataset",
@@ -453,22 +454,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="folder of the dataset's files")
     parser.add_argument("--pause", action="store_true", help="wait for Enter before each stop")
     return parser
-
-
-def _whole(flag: str, least: int, most: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{flag} must be a whole number, got {text!r}"
-            ) from None
-        if value < least or (most is not None and value > most):
-            within = f"{least} or more" if most is None else f"{least} to {most}"
-            raise argparse.ArgumentTypeError(f"{flag} must be {within}, got {value}")
-        return value
-
-    return parse
 
 
 def _batch(args) -> np.ndarray:

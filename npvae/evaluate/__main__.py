@@ -19,7 +19,7 @@ from pathlib import Path
 from npvae import __version__, _warm, runs
 from npvae._files import write_text
 from npvae._threads import CpuWatch, parse_threads, use_threads
-from npvae.config import Config, OneLineParser, validate
+from npvae.config import Config, OneLineParser, validate, whole_number
 from npvae.errors import ConfigError, NpvaeError
 from npvae.evaluate.report import evaluate_saved, evaluation_key, format_table
 
@@ -43,16 +43,16 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--k",
-        type=_count("--k"),
+        type=whole_number("--k"),
         default=5000,
         help="importance samples per image (default: 5000, as Burda et al.; 0: skip)",
     )
     parser.add_argument(
-        "--n-test", type=_count("--n-test"), default=0, help="test images (default: 0, all)"
+        "--n-test", type=whole_number("--n-test"), default=0, help="test images (default: 0, all)"
     )
     parser.add_argument(
         "--seed",
-        type=_count("--seed"),
+        type=whole_number("--seed"),
         default=None,
         help="seed of the test set's one binarisation and of every draw "
         "(default: the run's own, the draw its training evaluated on; 0 for a model file)",
@@ -78,21 +78,6 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"npvae {__version__}")
     return parser
-
-
-def _count(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{flag} must be a whole number, got {text!r}"
-            ) from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be 0 or more, got {value}")
-        return value
-
-    return parse
 
 
 def _test_images(saved: runs.SavedRun, args) -> tuple:
