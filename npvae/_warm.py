@@ -55,7 +55,7 @@ def cached(dtype="float32") -> bool | None:
     folder = None
     for dispatcher in dispatchers():
         try:
-            index = Path(dispatcher._cache._cache_file._index_path)  # numba's own layout
+            index = _index(dispatcher)
         except AttributeError:
             return None
         if not index.exists() or index.stat().st_mtime < source:
@@ -65,6 +65,11 @@ def cached(dtype="float32") -> bool | None:
         return True
     stamp = _stamp(folder, dtype)
     return stamp.exists() and stamp.stat().st_mtime >= source
+
+
+def _index(dispatcher) -> Path:
+    """The index file of one kernel in numba's disk cache (AttributeError: another layout)."""
+    return Path(dispatcher._cache._cache_file._index_path)  # numba's own layout
 
 
 def _stamp(folder: Path, dtype) -> Path:
@@ -136,7 +141,7 @@ def main(argv: list[str]) -> int:
     dtype = argv[0] if argv else "float32"
     compile_kernels(dtype)
     try:
-        folder = Path(dispatchers()[0]._cache._cache_file._index_path).parent
+        folder = _index(dispatchers()[0]).parent
         _stamp(folder, dtype).touch()
     except (IndexError, AttributeError, OSError):
         pass  # no stamp: the next run starts a child again, and nothing worse

@@ -84,7 +84,7 @@ def test_a_kink_is_set_aside_and_a_smooth_entry_is_not():
     x = np.array([[1.0, 2e-6, -3.0, 0.5]])  # entry 1 is within h of the kink at 0
     f = lambda: float(np.sum(layer.forward(x) ** 2))  # noqa: E731
     kinks = lambda: [layer._out > 0]  # noqa: E731
-    entries, numeric, set_aside = tour._differences(f, x, np.random.default_rng(0), kinks)
+    _, entries, numeric, set_aside = tour._differences(f, x, np.random.default_rng(0), kinks)
     assert set_aside == 1
     assert sorted(int(entry[1]) for entry in entries) == [0, 2, 3]
     np.testing.assert_allclose(numeric[np.argsort([e[1] for e in entries])], [2.0, 0.0, 1.0])
