@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from npvae.validate import (
     K_SAMPLE,
     KINDS,
     MODELS,
+    canonical,
     check_choice,
     check_range,
     check_type,
@@ -144,7 +146,11 @@ class Config:
     sparsity_weight: float = field(default=0.1, metadata=_help("sparse-ae: penalty weight"))
     sparsity_target: float = field(default=0.05, metadata=_help("sparse-ae: target activation"))
     noise: str = field(
-        default="mask", metadata=_help("denoising-ae: mask, gaussian or salt-pepper")
+        default="mask",
+        metadata=_help(
+            "denoising-ae: mask, gaussian or salt-and-pepper (salt-pepper, as config.json "
+            "records it, is the same)"
+        ),
     )
     noise_level: float = field(default=0.25, metadata=_help("denoising-ae: corruption level"))
     contraction: float = field(default=0.1, metadata=_help("contractive-ae: penalty weight"))
@@ -269,7 +275,7 @@ def _from_flag(name: str, text):
         return parse_hidden(text, _flag(name))
     kind = _kind(name)
     if kind in (str, bool):
-        return text
+        return canonical(name, text)
     try:
         return kind(text)
     except ValueError:
@@ -287,7 +293,7 @@ def _typed(name: str, value, label: str):
     if name in ("hidden", "hidden2"):
         return check_widths(value, label)
     if name in CHOICES:
-        value = check_type(name, value, label)
+        value = canonical(name, check_type(name, value, label))
         check_choice(name, value, label)
         return value
     value = check_type(name, value, label)
@@ -381,13 +387,29 @@ def read_toml(path: str | Path) -> Given:
     return Given(values, labels)
 
 
+#: What argparse should read as a negative number, not a flag: ``-1``, ``-1.5``, ``-.5``,
+#: ``-1e-3``, ``-2E+4``, ``-inf``.  argparse's own pattern leaves out exponents and inf.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-inf(inity)?$", re.IGNORECASE)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is a ConfigError (one line), not usage text and exit.
 
-    Every npvae command line uses it (``train``, ``evaluate``, ``figures``, ``tour``).
+    Every npvae command line uses it (``train``, ``evaluate``, ``figures``, ``tour``,
+    ``gradcheck``).  A negative number after a flag that takes a value is that value
+    (``--lr -1e-3``), so it meets the flag's own range check and its message, not
+    argparse's "expected one argument".
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
+
     def error(self, message: str):
+        # A type's message names its flag already: "argument --k: --k must be ..." says it twice.
+        flag = re.match(r"argument (\S+): (?=\1 )", message)
+        if flag:
+            message = message[flag.end() :]
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
@@ -495,7 +517,10 @@ def from_dict(values: dict, source) -> Config:
         raise ConfigError(f"{source}: the run's settings are not a table; was it written by npvae?")
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise ConfigError(f"{source}: unknown settings {unknown}; was it written by npvae?")
+        raise ConfigError(
+            f"{source}: unknown setting{'s' if len(unknown) > 1 else ''} {unknown}; "
+            "was it written by npvae?"
+        )
     typed = {
         name: _typed(name, value, f"{source}: {name}")
         for name, value in values.items()
@@ -503,7 +528,10 @@ def from_dict(values: dict, source) -> Config:
     }
     missing = sorted(set(FIELDS) - set(values) - set(ADDED_LATER))
     if missing:
-        raise ConfigError(f"{source}: settings {missing} are missing; was it written by npvae?")
+        raise ConfigError(
+            f"{source}: {'setting' if len(missing) == 1 else 'settings'} {missing} "
+            f"{'is' if len(missing) == 1 else 'are'} missing; was it written by npvae?"
+        )
     config = Config(**typed)
     try:
         validate(config)

@@ -319,26 +319,43 @@ def _floor_between(cls, config, x, seed, options) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print one row per layer, kernel and model loss; exit 1 if any is over the bar."""
-    import argparse
+    """Print one row per layer, kernel and model loss; exit 1 if any is over the bar, 2 for a
+    bad flag (one line on stderr)."""
     import os
     import sys
 
-    parser = argparse.ArgumentParser(
+    from npvae import __version__
+    from npvae.config import OneLineParser, whole_number
+    from npvae.errors import ConfigError
+    from npvae.validate import counted
+
+    parser = OneLineParser(
         prog="python -m npvae.gradcheck",
         description="Prove every hand-written gradient in npvae against finite differences.",
+        allow_abbrev=False,
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (0)")
+    parser.add_argument("--version", action="version", version=f"npvae {__version__}")
+    parser.add_argument(
+        "--seed", type=whole_number("--seed"), default=0, help="seed of the random inputs (0)"
+    )
     parser.add_argument(
         "--only", default="", metavar="TEXT", help="check only the rules whose name contains TEXT"
     )
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     broken_row = os.environ.get(BREAK_VARIABLE, "")
     rows = [*_layer_rows(), *_kernel_rows(), *_model_rows()]
     rows = [row for row in rows if args.only.lower() in row[1].lower()]
     if not rows:
-        print(f"no rule's name contains {args.only!r}", file=sys.stderr)
+        print(
+            f"error: no rule's name contains {args.only!r}; "
+            "run python -m npvae.gradcheck without --only to see them all",
+            file=sys.stderr,
+        )
         return 2
     print(f"npvae gradient check: float64, centred differences, h = {STEP:g}, bar {TOLERANCE:g}")
     print("relative error = max|a - n| / max(|a| + |n|) over each array\n")
@@ -355,9 +372,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind:<7} {name:<40} {worst:<16} {errors[worst]:>10.1e}  {'ok' if ok else 'FAIL'}")
     print()
     if failures:
-        print(f"{failures} of {len(rows)} rules fail the bar")
+        verb = "fails" if failures == 1 else "fail"
+        print(f"{failures} of {counted(len(rows), 'rule')} {verb} the bar")
         return 1
-    print(f"all {len(rows)} rules pass")
+    print("1 rule passes" if len(rows) == 1 else f"all {len(rows)} rules pass")
     return 0
 
 

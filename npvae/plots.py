@@ -35,7 +35,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from npvae._files import atomic_path  # noqa: E402
 from npvae.distributions import DiagonalGaussian  # noqa: E402
 from npvae.evaluate.estimators import ACTIVE_THRESHOLD  # noqa: E402
-from npvae.runs import FIGURE_IMAGES  # noqa: E402
+from npvae.runs import FIGURE_IMAGES, TITLES  # noqa: E402
+from npvae.validate import counted  # noqa: E402
 
 
 def tile(images: np.ndarray, n_cols: int, gap: int = 2) -> np.ndarray:
@@ -180,6 +181,24 @@ def label_legend(ax, **options) -> None:
         handle.set_alpha(1)
 
 
+def codes_caption(n: int, kind: str | None = None) -> str:
+    """What the latent plot shows of ``n`` test images, naming the model of kind ``kind``.
+
+    ``latent codes of 1 test image``, ``... (an IWAE's: posterior means)``; with no
+    ``kind``, it says no more than that they are codes.
+    """
+    shown = f"latent codes of {counted(n, 'test image')}"
+    if kind is None:
+        return shown
+    name = TITLES.get(kind, kind)
+    owner = f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}'s"
+    if kind == "iwae2":
+        return f"{shown} ({owner}: posterior means of z1, then of z2 given them)"
+    if kind in ("vae", "iwae"):
+        return f"{shown} ({owner}: posterior means)"
+    return f"{shown} ({owner}: the encoder's outputs)"
+
+
 def plot_latent(
     path,
     codes: np.ndarray,
@@ -187,10 +206,12 @@ def plot_latent(
     title: str | None = None,
     projection: str = "pca",
     kl_per_dim: np.ndarray | None = None,
+    kind: str | None = None,
 ) -> Path:
     """Scatter ``codes (N, d)``, coloured by ``labels (N,)``; projected to 2-d if ``d > 2``.
 
-    ``projection`` is ``"pca"`` or ``"kl"`` (with ``kl_per_dim (d,)``), see :func:`project`.
+    ``projection`` is ``"pca"`` or ``"kl"`` (with ``kl_per_dim (d,)``), see :func:`project`;
+    ``kind``, the model's (``model.kind``), is named in the caption (:func:`codes_caption`).
     """
     points, axis_names, how = project(codes, projection, kl_per_dim)
     fig, ax = plt.subplots(figsize=(6.5, 5))
@@ -199,7 +220,7 @@ def plot_latent(
         label_legend(ax, title="label", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
-    caption = f"latent codes of {len(codes)} test images (a VAE's: posterior means)"
+    caption = codes_caption(len(codes), kind)
     ax.set_title(heading(caption + (f",\n{how}" if how else ""), title), fontsize=10)
     return save_figure(fig, path)
 
@@ -272,8 +293,9 @@ def plot_kl(
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("KL(q(z_j|x) ‖ N(0, 1)), test mean (nats)")
     caption = (
-        f"KL per latent dimension, total {kl_per_dim.sum():.1f} nats\n{active.sum()} of {d} "
-        f"units active (variance over the test set of the posterior mean > {threshold:g})"
+        f"KL per latent dimension, total {kl_per_dim.sum():.1f} nats\n{active.sum()} of "
+        f"{counted(d, 'unit')} active (variance over the test set of the posterior mean "
+        f"> {threshold:g})"
     )
     ax.set_title(heading(caption, title), fontsize=10)
     ax.legend()
@@ -321,7 +343,9 @@ def make_figures(
     subset = slice(0, min(len(x), FIGURE_IMAGES))
     codes = model.codes(x[subset])
     subset_labels = None if labels is None else labels[subset]
-    written.append(plot_latent(out_dir / "latent.png", codes, subset_labels, title=title))
+    written.append(
+        plot_latent(out_dir / "latent.png", codes, subset_labels, title=title, kind=model.kind)
+    )
     # The two-layer IWAE's z1 has p(z1|z2) for its prior, not N(0, I): no closed-form KL
     # per unit to draw (its sampled one is in results.json).
     if generative and model.kind != "iwae2":

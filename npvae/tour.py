@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from npvae import _warm
+from npvae import __version__, _warm
 from npvae.config import OneLineParser, whole_number
 from npvae.data import load_dataset, make_digits
 from npvae.distributions import DiagonalGaussian
@@ -38,9 +38,16 @@ from npvae.gradcheck import STEP, TOLERANCE, numerical_gradient, rel_error
 from npvae.layers import ReLU
 from npvae.models import VAE
 from npvae.optim import Adam
+from npvae.validate import counted
 
 #: The classic VAE of PyTorch's example and of ``python -m npvae.train``'s default.
 ARCHITECTURE = {"input_dim": 784, "hidden": [400], "latent_dim": 20, "activation": "relu"}
+#: The datasets the tour takes a batch from, and how its first line names them.
+DATASET_NAMES = {
+    "digits": "the embedded digits",
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+}
 #: The largest batch the tour takes: it prints about arrays, it does not train.
 MOST_IMAGES = 256
 #: Draws of z for the checks of the sampler and of the closed-form KL.
@@ -104,7 +111,8 @@ class Guide:
         loss, entries, numeric, set_aside = _differences(f, array, rng, kinks)
         claim = f"d loss / d {name} by finite differences, h = {STEP:g}"
         if not entries:
-            self.check(claim, False, f"all {set_aside} entries tried were at a kink")
+            tried = counted(set_aside, "entry", "entries")
+            self.check(claim, False, f"all {tried} tried were at a kink")
             return
         ours = analytic[tuple(np.array(entries).T)]
         scale = max(float(np.abs(analytic).max()), float(np.abs(numeric).max()), 1e-8)
@@ -114,7 +122,8 @@ class Guide:
         self.check(
             claim,
             error < bar,
-            f"relative error {error:.1e} over {len(entries)} entries{aside} (bar {bar:.1e})",
+            f"relative error {error:.1e} over {counted(len(entries), 'entry', 'entries')}{aside} "
+            f"(bar {bar:.1e})",
         )
 
 
@@ -189,7 +198,7 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
 
     guide.stop(
         "The batch",
-        f"x: {n} images of {x.shape[1]} pixels, grey levels scaled to [0, 1]",
+        f"x: {counted(n, 'image')} of {x.shape[1]} pixels, grey levels scaled to [0, 1]",
         "for x in Batches(x_train, batch_size, rng): ...",
         "models.md#vae",
     )
@@ -280,7 +289,7 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
     guide.check(
         f"a Monte Carlo estimate, E_q[log q(z|x) - log p(z)] over {DRAWS // n:,} draws an image",
         worst < STANDARD_ERRORS,
-        f"worst of {n} images {worst:.1f} standard errors off (bar {STANDARD_ERRORS:g})",
+        f"worst of {counted(n, 'image')} {worst:.1f} standard errors off (bar {STANDARD_ERRORS:g})",
     )
 
     recon = -log_px
@@ -432,6 +441,7 @@ def make_parser() -> argparse.ArgumentParser:
         "finite differences).",
         allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"npvae {__version__}")
     parser.add_argument(
         "--batch",
         type=whole_number("--batch", 1, MOST_IMAGES),
@@ -446,23 +456,36 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dataset",
-        choices=("digits", "mnist", "fashion-mnist"),
+        choices=tuple(DATASET_NAMES),
         default="digits",
         help="where the batch comes from (default: digits, the embedded set, no files)",
     )
-    parser.add_argument("--data-dir", help="folder of the dataset's files")
+    parser.add_argument(
+        "--data-dir",
+        help="with --dataset mnist or fashion-mnist: the folder of its files "
+        "(default: $NPVAE_DATA, ~/.cache/npvae, /usr/share/datasets; no download)",
+    )
     parser.add_argument("--pause", action="store_true", help="wait for Enter before each stop")
     return parser
 
 
 def _batch(args) -> np.ndarray:
     """The first ``args.batch`` training images, ``(B, 784)`` float64 in [0, 1]."""
+    if args.data_dir is not None and args.dataset == "digits":
+        # Ignoring it would tour the digits while the user believes it toured their files.
+        raise ConfigError(
+            "--data-dir has no effect on the embedded digits: it applies to --dataset mnist "
+            "or fashion-mnist only; add one of them, or leave --data-dir out"
+        )
     if args.dataset == "digits":
         images = make_digits(args.batch, 0, args.seed)[0].reshape(args.batch, -1)
     else:
         images = load_dataset(args.dataset, args.data_dir, download=False).x_train
         if len(images) < args.batch:
-            raise ConfigError(f"--batch {args.batch} is more than the {len(images)} images")
+            raise ConfigError(
+                f"--batch {args.batch} is more than the {counted(len(images), 'image')} "
+                f"of {args.dataset}; give --batch {len(images)} or less"
+            )
     return images[: args.batch] / 255.0
 
 
@@ -488,8 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     eps = rng.standard_normal((1, len(x), model.latent_dim))
     guide = Guide(wait=_wait if args.pause else None)
     guide.write(
-        f"One training step of {model!r} on {len(x)} {args.dataset} images, float64, seed "
-        f"{args.seed}."
+        f"One training step of {model!r} on {counted(len(x), 'image')} of "
+        f"{DATASET_NAMES[args.dataset]}, float64, seed {args.seed}."
     )
     try:
         walk(model, x, eps, guide, rng)

@@ -37,12 +37,17 @@ CHOICES = {
     "optimizer": ("adam", "sgd", "momentum", "nesterov"),
     "schedule": ("constant", "step", "exponential", "iwae", "iwae-fit"),
     "sparsity": ("kl", "l1"),
-    "noise": ("mask", "gaussian", "salt-pepper"),
+    "noise": ("mask", "gaussian", "salt-pepper"),  # salt-pepper: see ALIASES
     "dtype": ("float32", "float64"),
     # a saved model's own settings
     "code_activation": ACTIVATIONS,
     "reconstruction": ("bernoulli", "squared"),
 }
+
+#: Other names a choice is given by, setting -> {alias: the choice}.  "salt-and-pepper" is
+#: the name the README and the literature use; the choice itself stays "salt-pepper", the
+#: name saved models, config.json files and TOML files already hold.
+ALIASES = {"noise": {"salt-and-pepper": "salt-pepper"}}
 
 #: The allowed values of every number, as intervals: "[" or "]" takes the end in, "(" or ")"
 #: leaves it out.  They are what the models, optimizers and schedules accept (noise level:
@@ -146,7 +151,23 @@ def check_range(name: str, value, label: str) -> None:
 def check_choice(name: str, value, label: str) -> None:
     """Raise a ConfigError naming ``label`` unless ``value`` is one of ``CHOICES[name]``."""
     if value not in CHOICES[name]:
-        raise ConfigError(f"{label} {value!r} is not one of: {', '.join(CHOICES[name])}")
+        aliases = ALIASES.get(name, {})
+        also = f" (or {', '.join(aliases)})" if aliases else ""
+        raise ConfigError(f"{label} {value!r} is not one of: {', '.join(CHOICES[name])}{also}")
+
+
+def canonical(name: str, value):
+    """The choice ``value`` stands for: itself, or the choice an alias names (``ALIASES``)."""
+    return ALIASES.get(name, {}).get(value, value)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: a count and its noun, singular for exactly 1.
+
+    ``plural`` is for nouns that do not just take an ``s``; every message that
+    prints a count a user can set goes through it.
+    """
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def check_widths(value, label: str) -> list[int]:

@@ -139,7 +139,7 @@ def test_from_dict_round_trips_and_refuses_unknown_keys():
     assert from_dict(dataclasses.asdict(Config()), "config.json").data_dir is None
     with_folder = Config(data_dir="/data/mnist")
     assert from_dict(dataclasses.asdict(with_folder), "config.json") == with_folder
-    with pytest.raises(ConfigError, match=r"config.json: unknown settings \['latnet'\]"):
+    with pytest.raises(ConfigError, match=r"config.json: unknown setting \['latnet'\]"):
         from_dict({**dataclasses.asdict(config), "latnet": 3}, "config.json")
     with pytest.raises(ConfigError, match="^config.json: latent must be at least 1, got 0$"):
         from_dict({"latent": 0}, "config.json")

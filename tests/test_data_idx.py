@@ -196,7 +196,8 @@ def test_every_value_of_the_dimension_byte_is_caught_before_allocating(stem, com
             if traced:
                 tracemalloc.stop()
         message = str(caught.value)
-        assert message.startswith(f"{path}: IDX header (byte 3) says {value} dimensions")
+        dimensions = "1 dimension;" if value == 1 else f"{value} dimensions;"
+        assert message.startswith(f"{path}: IDX header (byte 3) says {dimensions}")
         assert "\n" not in message
         assert peak < 1 << 20, value
 

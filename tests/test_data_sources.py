@@ -433,8 +433,9 @@ def test_download_false_never_connects(places, server, monkeypatch):
     served, url = server
     write_files(served, places["contents"])
     monkeypatch.setenv("NPVAE_MIRROR", url)
-    with pytest.raises(DataError, match="downloading is off"):
+    with pytest.raises(DataError, match="not found .*; pass --data-dir DIR holding") as caught:
         find_dataset("fake", download=False)
+    assert "allow the download" not in str(caught.value)  # its callers cannot download
     assert_cache_untouched(places)
 
 

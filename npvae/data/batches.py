@@ -35,6 +35,7 @@ import numpy as np
 
 from npvae import kernels
 from npvae.errors import ConfigError, DataError
+from npvae.validate import counted
 
 #: The binarisation modes :class:`Batches` accepts.
 BINARIZE_MODES = ("none", "static", "dynamic")
@@ -128,7 +129,7 @@ class Batches:
         _check_images(x, binarizing=binarize != "none")
         if drop_last and len(x) < batch_size:
             raise ConfigError(
-                f"batch size {batch_size} is larger than the {len(x)} examples and "
+                f"batch size {batch_size} is larger than the {counted(len(x), 'example')} and "
                 "drop_last is on, so there would be no batch; lower the batch size"
             )
         self.batch_size = int(batch_size)
@@ -228,11 +229,13 @@ class Batches:
         ):
             raise DataError(
                 f"saved batch order (shape {order.shape}, dtype {order.dtype}) is not an order "
-                f"of these {n_examples} examples; resume with the data the run started on"
+                f"of these {counted(n_examples, 'example')}; resume with the data the run "
+                "started on"
             )
         if not 0 <= start_batch <= len(self):
             raise DataError(
-                f"batch {start_batch} is outside the {len(self)} batches of an epoch; "
+                f"batch {start_batch} is outside the {counted(len(self), 'batch', 'batches')} "
+                "of an epoch; "
                 "resume with the batch size and data the run started on"
             )
         for batch_index in range(start_batch, len(self)):

@@ -20,6 +20,7 @@ import numpy as np
 from npvae.data import embedded, sources
 from npvae.data.idx import read_idx
 from npvae.errors import ConfigError, DataError
+from npvae.validate import counted
 
 #: Height and width of every image in every dataset here.
 IMAGE_SHAPE = (28, 28)
@@ -89,7 +90,7 @@ class Dataset:
         """One line: name, split sizes and source."""
         return (
             f"{self.name}: {len(self.x_train)} train, {len(self.x_val)} validation, "
-            f"{len(self.x_test)} test images of 28x28 ({self.source})"
+            f"{counted(len(self.x_test), 'test image')} of 28x28 ({self.source})"
         )
 
 
@@ -140,7 +141,8 @@ def load_dataset(
     Raises
     ------
     ConfigError
-        If ``name`` is not a known dataset.
+        If ``name`` is not a known dataset, or ``$NPVAE_DATA`` (searched when
+        ``data_dir`` is None) is set but names no folder.
     DataError
         If the files are not found and cannot be downloaded, or a file is
         truncated, corrupt, of the wrong kind or shape; the message names it.
@@ -202,7 +204,8 @@ def _checked_pair(
         )
     if len(labels) != len(images):
         raise DataError(
-            f"{labels_path}: {len(labels)} labels for {len(images)} images in "
+            f"{labels_path}: {counted(len(labels), 'label')} for "
+            f"{counted(len(images), 'image')} in "
             f"{images_path.name}; the two files do not belong together"
         )
     if len(labels) and labels.max() >= N_CLASSES:
@@ -238,7 +241,7 @@ def split_validation(dataset: Dataset, n_val: int, seed: int) -> Dataset:
     if not 0 <= n_val < n_train:
         raise ConfigError(
             f"validation size {n_val} must be at least 0 and below the "
-            f"{n_train} training images of {dataset.name}"
+            f"{counted(n_train, 'training image')} of {dataset.name}"
         )
     order = np.random.default_rng(seed).permutation(n_train)
     val_index = np.sort(order[:n_val])

@@ -34,6 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from npvae.errors import DataError
+from npvae.validate import counted
 
 #: IDX type code -> big-endian NumPy dtype.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -216,7 +217,9 @@ def _read_stream(
     """Parse the header, check it against the file, then stream the payload into an array."""
     magic = reader.read_exact(4)
     if len(magic) < 4:
-        raise DataError(f"{path}: file is {len(magic)} bytes long, too short for an IDX header")
+        raise DataError(
+            f"{path}: file is {counted(len(magic), 'byte')} long, too short for an IDX header"
+        )
     if magic[0] != 0 or magic[1] != 0:
         raise DataError(
             f"{path}: not an IDX file (magic number {magic.hex()} does not start with 0000)"
@@ -227,12 +230,14 @@ def _read_stream(
         raise DataError(f"{path}: unknown IDX data type code 0x{type_code:02X} (known: {known})")
     if item_shape is not None and ndim != 1 + len(item_shape):
         raise DataError(
-            f"{path}: IDX header (byte 3) says {ndim} dimensions; expected "
+            f"{path}: IDX header (byte 3) says {counted(ndim, 'dimension')}; expected "
             f"{_kind_text(item_shape)}; is this {_kind_file(item_shape)}? "
             "if so it is damaged: fetch it again"
         )
     if not 1 <= ndim <= _MAX_NDIM:
-        raise DataError(f"{path}: IDX header says {ndim} dimensions, expected 1 to {_MAX_NDIM}")
+        raise DataError(
+            f"{path}: IDX header says {counted(ndim, 'dimension')}, expected 1 to {_MAX_NDIM}"
+        )
     dims_bytes = reader.read_exact(4 * ndim)
     if len(dims_bytes) < 4 * ndim:
         raise DataError(f"{path}: file ends inside the IDX header (truncated)")
@@ -246,10 +251,14 @@ def _read_stream(
     file_dtype = IDX_DTYPES[type_code]
     n_expected = math.prod(shape) * file_dtype.itemsize  # Python ints: no overflow
     total = 4 + 4 * ndim + n_expected
-    promise = f"header promises {shape_text} {file_dtype.name} ({n_expected} data bytes)"
+    promise = f"header promises {shape_text} {file_dtype.name} ({counted(n_expected, 'data byte')})"
     if size.exact is not None and total != size.exact:
         held = size.exact - 4 - 4 * ndim
-        fault = "truncated" if held < n_expected else f"{held - n_expected} bytes more than that"
+        fault = (
+            "truncated"
+            if held < n_expected
+            else f"{counted(held - n_expected, 'byte')} more than that"
+        )
         raise DataError(f"{path}: {promise} but the file holds {held}: {fault}; fetch it again")
     if size.exact is None and (total > size.at_most or total % 2**32 != size.modulo_4gib):
         raise DataError(
@@ -277,7 +286,7 @@ def _read_stream(
                 break
             n_extra += len(more)
         raise DataError(
-            f"{path}: {n_extra} bytes more than the header's shape "
+            f"{path}: {counted(n_extra, 'byte')} more than the header's shape "
             f"{shape_text} accounts for (wrong header or joined files)"
         )
     return array.astype(file_dtype.newbyteorder("="), copy=False)

@@ -15,6 +15,9 @@ returns the first folder that holds all of them:
 When ``data_dir`` is given, the user has said where the data is: only step 1
 is searched, a folder there with some of the files but not all is an error
 naming the missing ones, and nothing found is an error, never a download.
+A ``$NPVAE_DATA`` that is set but names no folder is a mistake to fix, not a
+place to pass over: it is a :class:`~npvae.errors.ConfigError` naming the
+variable, which a caller falling back to other data does not catch.
 
 A file may be stored gzip-compressed (``<stem>.gz``) or raw (``<stem>``).
 Checksums are SHA-256 of the *decompressed* bytes, since mirrors and Debian
@@ -52,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from npvae.data.idx import decompressed_sha256, is_gzip_bytes
-from npvae.errors import DataError
+from npvae.errors import ConfigError, DataError
 
 #: Where Debian's ``dataset-*`` packages install (``/usr/share/datasets/<name>``).
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -210,12 +213,24 @@ def search_path(name: str, data_dir: str | Path | None = None) -> list[tuple[Pat
     list of (Path, str)
         ``(folder, label)`` where label is ``"data_dir"``, ``"NPVAE_DATA"``,
         ``"cache"`` or ``"system"``.
+
+    Raises
+    ------
+    ConfigError
+        If ``data_dir`` is None and ``$NPVAE_DATA`` is set to something that
+        is not a folder.
     """
     places: list[tuple[Path, str]] = []
     if data_dir is not None:
         user_dir, label = Path(data_dir).expanduser(), "data_dir"
     elif os.environ.get(DATA_ENV):
         user_dir, label = Path(os.environ[DATA_ENV]).expanduser(), DATA_ENV
+        if not user_dir.is_dir():
+            # The user set it to be searched; passing over it would hide their typo.
+            raise ConfigError(
+                f"{DATA_ENV}={os.environ[DATA_ENV]} is not a folder; point it at the folder "
+                f"holding the datasets (or one dataset's files), or unset it"
+            )
     else:
         user_dir, label = None, None
     if user_dir is not None:
@@ -256,6 +271,8 @@ def find_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         ``$NPVAE_DATA`` is corrupt gzip; or if the files are nowhere and
         cannot be downloaded: one line listing the folders searched, the
         download failure, and what to do.
+    ConfigError
+        If ``data_dir`` is None and ``$NPVAE_DATA`` is set but is no folder.
     """
     return locate_dataset(name, data_dir, download)[0]
 
@@ -305,9 +322,11 @@ def locate_dataset(
             f"point --data-dir at the folder holding its four files"
         )
     if not download:
+        # The callers that do not download are commands with no way to (the tour, a
+        # benchmark), so the hint is what they can do: say where the files are.
         raise DataError(
-            f"dataset {name} not found (looked in {searched}) and downloading is off; "
-            f"pass --data-dir DIR holding its files, or allow the download"
+            f"dataset {name} not found (looked in {searched}); pass --data-dir DIR holding "
+            f"its four files, or set {DATA_ENV} to that folder"
         )
     target = cache_dir(name)
     try:
