@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import MNIST_DIR, NO_MNIST
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "compare_pytorch.py"
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
@@ -31,7 +31,7 @@ def worker(tool: str, *extra: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST not present at {MNIST_DIR}")
+@pytest.mark.skipif(MNIST_DIR is None, reason=NO_MNIST)
 def test_the_npvae_worker_times_each_epoch_and_the_products_bound():
     result = worker("npvae")
     assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
@@ -42,7 +42,7 @@ def test_the_npvae_worker_times_each_epoch_and_the_products_bound():
     assert 50 < result["peak_rss_mb"] < 2000
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST not present at {MNIST_DIR}")
+@pytest.mark.skipif(MNIST_DIR is None, reason=NO_MNIST)
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install torch==2.13.0)")
 def test_the_torch_worker_trains_the_same_model_and_reports_a_comparable_test_loss():
     ours, theirs = worker("npvae", "--test", "--no-bound"), worker("torch", "--test", "--no-bound")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR, NO_MNIST
 
 from npvae.data.idx import decompressed_sha256, read_idx, write_idx
+from npvae.data.sources import DATASETS, file_in
 from npvae.errors import DataError
-
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -140,16 +139,16 @@ def test_gzip_with_bad_crc_is_caught(tmp_path, images):
         read_idx(path)
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST not present at {MNIST_DIR}")
+@pytest.mark.skipif(MNIST_DIR is None, reason=NO_MNIST)
 def test_real_mnist_files():
     labels = read_idx(
-        MNIST_DIR / "t10k-labels-idx1-ubyte.gz",
+        file_in(MNIST_DIR, DATASETS["mnist"].files["test_labels"]),
         expected_sha256="ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     )
     assert labels.shape == (10_000,)
     assert labels.dtype == np.uint8
     assert np.bincount(labels).tolist()[:3] == [980, 1135, 1032]
-    images = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")
+    images = read_idx(file_in(MNIST_DIR, DATASETS["mnist"].files["test_images"]))
     assert images.shape == (10_000, 28, 28)
     assert images.dtype == np.uint8
     assert images.max() == 255

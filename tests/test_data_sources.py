@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR, NO_MNIST
 
 from npvae.data import datasets, sources
 from npvae.data.datasets import load_dataset
@@ -28,7 +29,6 @@ from npvae.data.idx import read_idx
 from npvae.data.sources import DataFile, DatasetSpec, find_dataset, locate_dataset
 from npvae.errors import ConfigError, DataError
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 STEMS = {
@@ -492,10 +492,12 @@ def test_swapped_files_are_caught_without_checksums(places):
 # The real files, where this machine has them.
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST not present at {MNIST_DIR}")
+@pytest.mark.skipif(MNIST_DIR is None, reason=NO_MNIST)
 def test_real_mnist_through_npvae_data(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("NPVAE_DATA", str(MNIST_DIR.parent))  # the parent: mnist/ is found in it
+    # The parent of a folder called mnist: mnist/ is found in it; else the folder itself.
+    root = MNIST_DIR.parent if MNIST_DIR.name == "mnist" else MNIST_DIR
+    monkeypatch.setenv("NPVAE_DATA", str(root))
     data = load_dataset("mnist", download=False)
     assert data.x_train.shape == (60_000, 784) and data.x_train.dtype == np.uint8
     assert data.x_test.shape == (10_000, 784)

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR, NO_MNIST
 
 from npvae import tour
 from npvae.distributions import DiagonalGaussian
 from npvae.layers import Linear, ReLU
-
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def run(capsys, *argv):
@@ -140,11 +139,11 @@ def test_a_bad_flag_is_one_line_and_status_2(capsys, argv, message):
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST not present at {MNIST_DIR}")
+@pytest.mark.skipif(MNIST_DIR is None, reason=NO_MNIST)
 def test_on_mnist(capsys):
     status, out, _ = run(capsys, "--dataset", "mnist", "--data-dir", str(MNIST_DIR))
     assert status == 0, out
-    assert "on 8 mnist images" in out
+    assert "on 8 images of MNIST" in out
 
 
 def test_python_m_npvae_lists_every_command_and_each_exists(capsys):
