@@ -22,6 +22,7 @@ the same as the interrupted run's).
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from npvae.errors import ConfigError
@@ -36,8 +37,9 @@ SAMPLE_SECONDS = 0.15
 IDLE_FRACTION = 0.7
 
 
-def parse_threads(text) -> int | None:
-    """``"auto"`` -> None; ``"2"`` or ``2`` -> 2.  Anything else is a ConfigError."""
+def parse_threads(text, name: str = "--threads") -> int | None:
+    """``"auto"`` -> None; ``"2"`` or ``2`` -> 2.  Anything else is a ConfigError naming
+    ``name`` (the flag, or the API's argument)."""
     if str(text).strip().lower() == "auto":
         return None
     try:
@@ -45,7 +47,7 @@ def parse_threads(text) -> int | None:
     except ValueError:
         count = 0
     if count < 1:
-        raise ConfigError(f"--threads must be auto or a whole number of at least 1, got {text!r}")
+        raise ConfigError(f"{name} must be auto or a whole number of at least 1, got {text!r}")
     return count
 
 
@@ -98,16 +100,26 @@ class CpuWatch:
         return max(0.0, busy / (wall_now - wall))
 
 
-def choose_threads(requested, watch: CpuWatch | None = None) -> tuple[int, str]:
+def choose_threads(
+    requested, watch: CpuWatch | None = None, name: str = "--threads"
+) -> tuple[int, str]:
     """The thread count for ``requested`` (``"auto"`` or a number), and why, in a few words.
 
     ``watch``: a :class:`CpuWatch` made earlier; without one, ``auto`` watches for
-    :data:`SAMPLE_SECONDS` now.
+    :data:`SAMPLE_SECONDS` now.  A number above the usable cores is clamped to them,
+    with a one-line note on stderr: threads beyond the cores only wait on each other.
     """
-    count = parse_threads(requested)
-    if count is not None:
-        return count, "as asked"
+    count = parse_threads(requested, name)
     cores = usable_cores()
+    if count is not None:
+        if count <= cores:
+            return count, "as asked"
+        print(
+            f"note: {name} {count} is more than the {cores} core{'s' if cores > 1 else ''} "
+            f"this process may use; using {cores}",
+            file=sys.stderr,
+        )
+        return cores, f"{count} asked, clamped to the {cores} usable"
     if cores == 1:
         return 1, "auto: 1 core"
     busy = (watch or CpuWatch()).cores_busy_elsewhere()
@@ -117,16 +129,17 @@ def choose_threads(requested, watch: CpuWatch | None = None) -> tuple[int, str]:
     return idle, f"auto: other work is using {busy:.1f} of {cores} cores"
 
 
-def set_threads(count: int) -> None:
-    """Limit the BLAS to ``count`` threads, through threadpoolctl.
+def set_threads(count: int):
+    """Limit the BLAS to ``count`` threads, through threadpoolctl, for the process.
 
     npvae's numba kernels are serial (``npvae._jit``), so the BLAS is the only
-    pool of threads there is.
+    pool of threads there is.  Returns threadpoolctl's limiter, whose
+    ``restore_original_limits()`` puts back the limits there were before.
     """
     from threadpoolctl import threadpool_limits
 
-    # Called as a function, not as a with-block, the limit lasts for the process.
-    threadpool_limits(limits=count, user_api="blas")
+    # Called as a function, not as a with-block, the limit lasts until restored.
+    return threadpool_limits(limits=count, user_api="blas")
 
 
 def use_threads(requested, watch: CpuWatch | None = None) -> tuple[int, str]:
@@ -134,3 +147,52 @@ def use_threads(requested, watch: CpuWatch | None = None) -> tuple[int, str]:
     count, reason = choose_threads(requested, watch)
     set_threads(count)
     return count, reason
+
+
+class Threads:
+    """What :func:`threads` chose: ``count`` and ``reason``; unpacks as ``count, reason``.
+
+    As a context manager, it puts back the BLAS's previous limits when the block ends.
+    """
+
+    def __init__(self, count: int, reason: str, limiter) -> None:
+        self.count, self.reason, self._limiter = count, reason, limiter
+
+    def __iter__(self):
+        return iter((self.count, self.reason))
+
+    def __int__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"threads: {self.count} ({self.reason})"
+
+    def restore(self) -> None:
+        """Put back the limits the BLAS had before :func:`threads` was called."""
+        self._limiter.restore_original_limits()
+
+    def __enter__(self) -> Threads:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+def threads(requested="auto") -> Threads:
+    """Give the BLAS (the matrix products) ``requested`` threads: a number, or ``"auto"``.
+
+    ``"auto"`` takes the cores other work leaves idle, watched for
+    :data:`SAMPLE_SECONDS`, as ``--threads auto`` does in the command lines; a
+    number above the usable cores is clamped to them, with a note on stderr.
+    Importing npvae changes no thread setting; this call is how a script gets
+    the command lines' choice::
+
+        npvae.threads("auto")          # for the rest of the process
+        with npvae.threads(1):         # for the block, then the previous limits
+            ...
+
+    Returns a :class:`Threads`: ``count, reason = npvae.threads("auto")``.  A bad
+    value is a :class:`~npvae.errors.ConfigError`.
+    """
+    count, reason = choose_threads(requested, name="threads")
+    return Threads(count, reason, set_threads(count))

@@ -42,8 +42,21 @@ def test_auto_takes_the_cores_other_work_leaves_idle(monkeypatch, busy, cores, c
 
 
 def test_a_number_is_taken_as_asked(monkeypatch):
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 4)
     monkeypatch.setattr(_threads.CpuWatch, "cores_busy_elsewhere", lambda self: 9.0)
     assert _threads.choose_threads("3") == (3, "as asked")
+    assert _threads.choose_threads("4") == (4, "as asked")
+
+
+def test_more_threads_than_cores_are_clamped_with_a_note_on_stderr(monkeypatch, capsys):
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+    assert _threads.choose_threads("64") == (2, "64 asked, clamped to the 2 usable")
+    assert capsys.readouterr().err == (
+        "note: --threads 64 is more than the 2 cores this process may use; using 2\n"
+    )
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 1)
+    assert _threads.choose_threads(3)[0] == 1
+    assert "more than the 1 core this" in capsys.readouterr().err
 
 
 class FakeClock:
