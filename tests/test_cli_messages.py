@@ -178,7 +178,10 @@ def test_python_m_npvae_train_with_npvae_data_nowhere(monkeypatch, tmp_path):
 # ----- item 17: --version on every CLI -------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["npvae.tour", "npvae.gradcheck", "npvae.train", "npvae"])
+@pytest.mark.parametrize(
+    "module",
+    ["npvae.tour", "npvae.gradcheck", "npvae.train", "npvae.evaluate", "npvae.figures", "npvae"],
+)
 def test_version(module):
     done = subprocess.run(
         [sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=120

@@ -137,5 +137,5 @@ def test_a_run_record_from_before_these_settings_still_loads():
         older = {k: v for k, v in values.items() if k not in ("adam_eps", "output_bias", "threads")}
         assert record(from_dict(older, "config.json")) == values
     damaged = {k: v for k, v in values.items() if k != "lr"}
-    with pytest.raises(ValueError, match=r"settings \['lr'\] are missing"):
+    with pytest.raises(ValueError, match=r"setting \['lr'\] is missing"):
         from_dict(damaged, "config.json")
