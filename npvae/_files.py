@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from npvae.errors import ConfigError
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -63,3 +65,55 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+#: The first bytes of every PNG file.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_output(
+    path: str | os.PathLike,
+    flag: str = "--out",
+    advice: str = "choose another path",
+    png: bool = True,
+) -> Path:
+    """``path``, absolute, once it is known that it can be written: a ConfigError if not.
+
+    Checked before any work is done, so that a long computation does not end in
+    an error, and nothing is made: the writer makes the missing folders
+    (``plots.save_figure``), so a run stopped early leaves none behind.  The
+    ConfigError is one line naming ``path`` as the user gave it (``flag`` says
+    where it came from) and ending in ``advice``: ``path`` is a folder; a part
+    of its folder is a file; the nearest folder of it that exists cannot be
+    written in (no permission, or a read-only file system); or, with ``png``,
+    it is a file but not a PNG (a figure replaces a figure, never another file).
+    """
+    given = Path(path)
+    target = given.expanduser().absolute()
+    if target.is_dir():
+        raise ConfigError(
+            f"{flag} {given} is a folder; give a file name in it, such as {given / 'figure.png'}"
+        )
+    existing = next(folder for folder in target.parents if os.path.lexists(folder))
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {given}: {existing} is a file, not a folder; {advice}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = _why_unwritable(existing)
+        raise ConfigError(f"{flag} {given}: cannot write in {existing} ({why}); {advice}")
+    if png and target.exists() and not _begins_with(target, PNG_SIGNATURE):
+        raise ConfigError(f"{flag} {given} exists and is not a PNG, so it is kept; {advice}")
+    return target
+
+
+def _why_unwritable(folder: Path) -> str:
+    """Why a folder refuses writes: a read-only file system, or its permissions."""
+    read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+    return "a read-only file system" if read_only else "no permission to write there"
+
+
+def _begins_with(path: Path, signature: bytes) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(signature)) == signature
+    except OSError:
+        return False

@@ -22,6 +22,7 @@ beside the comparison).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from npvae import plots, runs
+from npvae._files import check_output
+from npvae._threads import CpuWatch, use_threads
 from npvae.config import Config, validate
 from npvae.data import Batches
 from npvae.errors import ConfigError
@@ -141,15 +144,33 @@ def plot_compare(
     return plots.save_figure(fig, path)
 
 
-def run(args) -> list[Path]:
-    """``python -m npvae.figures compare``: train, draw, and demonstrate the stochastic encoding."""
+def run(args, watch: CpuWatch | None = None, written: list | None = None) -> list[Path]:
+    """``python -m npvae.figures compare``: train, draw, and demonstrate the stochastic encoding.
+
+    ``watch``: a :class:`~npvae._threads.CpuWatch` made before the data load, for
+    ``--threads auto``.  Each figure's path is appended to ``written`` as it is
+    written, so that a Ctrl-C can say which there are.
+    """
+    written = [] if written is None else written
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
-    config = validate(Config(dataset=args.dataset, data_dir=args.data_dir, seed=args.seed))
+    given = {"data_dir": "--data-dir"} if args.data_dir is not None else None
+    config = validate(Config(dataset=args.dataset, data_dir=args.data_dir, seed=args.seed), given)
+    if Path(args.out).name == "stochastic.png":
+        raise ConfigError(
+            f"--out {args.out}: the stochastic encoding is drawn beside the comparison as "
+            "stochastic.png; give the comparison another name"
+        )
+    # Both figures' paths are checked before minutes of training, not after.
+    out = check_output(args.out)
+    beside = check_output(
+        out.with_name("stochastic.png"), "the stochastic encoding's file", "choose another --out"
+    )
     data = runs.load_data(config)
     x_test = runs.prepare_images(data.x_test, "none", 0, np.float32)
-    out = Path(args.out)
     print(f"data: {data.summary()}", flush=True)
+    threads, why = use_threads(args.threads, watch)
+    print(f"threads: {threads} ({why})", flush=True)
     with _Progress(args.epochs, len(data.x_train)) as progress:
         trained = train_three(data.x_train, x_test, args.epochs, args.seed, progress=progress)
     for one in trained:
@@ -162,19 +183,31 @@ def run(args) -> list[Path]:
     dataset = runs.DATASET_TITLES.get(data.name, data.name)
     title = f"VAE {runs.architecture(trained[0].model)} on {dataset}, {args.epochs} epochs each"
     rng = np.random.default_rng(args.seed)
-    written = [plot_compare(out, trained, data.y_test, rng, title)]
+    with _writing(out):
+        written.append(plot_compare(out, trained, data.y_test, rng, title))
+    print(f"wrote {out}", flush=True)
     both = trained[-1]
     encoding = stochastic.encode_many(both.model, x_test, data.y_test, 0, 20, rng)
-    written.append(
-        stochastic.plot_stochastic(
-            out.with_name("stochastic.png"), both.model, encoding,
-            both.means[: stochastic.BACKGROUND_IMAGES], title=title,
-        )
-    )  # fmt: skip
+    with _writing(beside):
+        written.append(
+            stochastic.plot_stochastic(
+                beside, both.model, encoding,
+                both.means[: stochastic.BACKGROUND_IMAGES], title=title,
+            )
+        )  # fmt: skip
     print(stochastic.describe(encoding))
-    for path in written:
-        print(f"wrote {path}")
+    print(f"wrote {beside}")
     return written
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """An OSError while writing ``path`` (a full disk, a folder made read-only since it was
+    checked) as one line naming ``path``, not the temporary beside it."""
+    try:
+        yield
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 class _Progress:
