@@ -253,7 +253,7 @@ CASES = [
     ("order-not-a-permutation", lambda p: edit_array(p.last("stopped"), "run/order",
      lambda a: a.fill(0)), resume("stopped"), 2, ["not a permutation"]),
     ("config-without-lr", header("done", lambda h: h["config"].pop("lr")), resume(), 2,
-     ["settings ['lr'] are missing"]),
+     ["setting ['lr'] is missing"]),
     ("config-beta-nan", setting("beta", float("nan")), resume(), 2, ["beta must be a finite"]),
     ("config-claims-k", setting("k", 7), resume(), 2, ["k is 7, but it has no effect"]),
     ("config-latent-not-the-models", setting("latent", 10**30), resume(), 2,
@@ -391,6 +391,7 @@ def test_every_value_of_the_dimension_byte_through_the_cli(stem, place, capsys):
         status, stdout, stderr = run_main(place.new(), capsys)
         line = one_line(stderr)
         assert status == 2, line
-        assert line.startswith(f"error: {path}: IDX header (byte 3) says {value} dimensions")
+        dimensions = "1 dimension;" if value == 1 else f"{value} dimensions"
+        assert line.startswith(f"error: {path}: IDX header (byte 3) says {dimensions}")
         assert kind in line
     assert not (place.tmp / "runs").exists()
