@@ -32,8 +32,6 @@ for the IWAE with k = 5 and 84.78 with k = 50 (one stochastic layer,
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import shlex
 import shutil
@@ -43,6 +41,7 @@ import sys
 import time
 from pathlib import Path
 
+from npvae import runfolder
 from npvae.checkpoint import load_checkpoint
 from npvae.validate import K_SAMPLE
 
@@ -65,7 +64,7 @@ def train(args, trainer_flags: list[str]) -> Path:
     ``RUN/snapshots/`` for the curve of test NLL against training minutes.
     """
     out = Path(args.out)
-    before = set(out.iterdir()) if out.is_dir() else set()
+    before = set(runfolder.find_runs(out))
     command = [sys.executable, "-m", "npvae.train"]
     if args.resume:
         command += ["--resume", args.resume]
@@ -84,9 +83,9 @@ def train(args, trainer_flags: list[str]) -> Path:
     while trainer.poll() is None:
         time.sleep(2)
         if run is None:
-            new = sorted(set(out.iterdir()) - before) if out.is_dir() else []
+            new = sorted(set(runfolder.find_runs(out)) - before)
             run = new[0] if new else None
-        if run is None or not (run / "metrics.csv").exists():
+        if run is None or not (run / runfolder.METRICS_FILE).exists():
             continue
         minutes = training_minutes(run, running_since=started_at)
         if args.snapshot_minutes and minutes >= next_snapshot:
@@ -99,7 +98,7 @@ def train(args, trainer_flags: list[str]) -> Path:
         raise SystemExit(f"training ended with status {trainer.returncode}")
     args.wall_minutes = (time.monotonic() - started) / 60
     if run is None:
-        [run] = sorted(set(out.iterdir()) - before)
+        [run] = sorted(set(runfolder.find_runs(out)) - before)
     if args.snapshot_minutes:
         snapshot(run)
     return run
@@ -110,10 +109,10 @@ def snapshot(run: Path) -> None:
     the copy itself has finished (the trainer writes a metrics line before the checkpoint
     of its epoch); one stopped in mid-epoch is not kept.  The checkpoint is replaced
     atomically, so a copy is one whole version."""
-    last = run / "checkpoints" / "last.npz"
+    last = runfolder.checkpoint_path(run, "last")
     if not last.exists():
         return
-    folder = run / "snapshots"
+    folder = run / runfolder.SNAPSHOTS
     folder.mkdir(exist_ok=True)
     copy = folder / "copying.npz"
     shutil.copyfile(last, copy)
@@ -133,13 +132,8 @@ def evaluate(run: Path, args) -> dict:
         command += ["--data-dir", args.data_dir]
     print("$", shlex.join(command), flush=True)
     subprocess.run(command, check=True)
-    evaluations = json.loads((run / "eval.json").read_text())["evaluations"]
+    evaluations = runfolder.read_evaluations(runfolder.evaluations_path(run, run))
     return max(evaluations.values(), key=lambda record: (record["epoch"], record["n_test"]))
-
-
-def read_metrics(run: Path) -> list[dict]:
-    with open(run / "metrics.csv", newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def training_minutes(run: Path, *, running_since: float | None = None) -> float:
@@ -149,15 +143,15 @@ def training_minutes(run: Path, *, running_since: float | None = None) -> float:
     metrics.csv was last written, or since then if later, an upper bound on the
     unfinished epoch's training (it holds that epoch's evaluation and saves too).
     """
-    seconds = sum(float(row["seconds"]) for row in read_metrics(run))
+    seconds = sum(float(row["seconds"]) for row in runfolder.read_metrics(run))
     if running_since is not None:
-        last = max((run / "metrics.csv").stat().st_mtime, running_since)
+        last = max((run / runfolder.METRICS_FILE).stat().st_mtime, running_since)
         seconds += max(0.0, time.time() - last)
     return seconds / 60
 
 
 def row(run: Path, record: dict, args, command: str) -> str:
-    config = json.loads((run / "config.json").read_text())
+    config = runfolder.read_config(run)
     k = config["k"] if config["model"] in K_SAMPLE else 1
     paper = PAPER.get((config["model"], k))
     ll = record["log_likelihood"]
@@ -205,12 +199,12 @@ def record_row(line: str) -> None:
 
 def curve(run: Path, args) -> str:
     """Evaluate ``RUN/snapshots/*.npz``: a markdown table of test NLL against training minutes."""
-    rows = {int(row["epoch"]): row for row in read_metrics(run)}
+    rows = {int(row["epoch"]): row for row in runfolder.read_metrics(run)}
     minutes, total = {}, 0.0
     for epoch in sorted(rows):
         total += float(rows[epoch]["seconds"])
         minutes[epoch] = total / 60
-    out = run / "snapshots" / "eval.json"
+    out = run / runfolder.SNAPSHOTS / runfolder.EVALUATIONS
     lines = [
         f"Test NLL of {run.name}'s snapshots: k = {args.k}, the first {args.n_test or 'all'} "
         "test images (binarised once, as in training's evaluation)",
@@ -218,14 +212,14 @@ def curve(run: Path, args) -> str:
         "| train min | epoch | lr | test NLL | −ELBO | active |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for path in sorted((run / "snapshots").glob("epoch-*.npz")):
+    for path in sorted((run / runfolder.SNAPSHOTS).glob("epoch-*.npz")):
         command = [sys.executable, "-m", "npvae.evaluate", str(path), "--k", str(args.k)]
         command += ["--n-test", str(args.n_test), "--out", str(out)]
         if args.data_dir:
             command += ["--data-dir", args.data_dir]
         print("$", shlex.join(command), flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        evaluations = json.loads(out.read_text())["evaluations"]
+        evaluations = runfolder.read_evaluations(out)
         epoch = int(path.stem.split("-")[1])
         record = [
             r
@@ -244,7 +238,7 @@ def curve(run: Path, args) -> str:
 def describe(run: Path) -> str:
     """A run's model, batch and schedule, from its config.json: "IWAE k=5, b100, exponential
     2e-3 to 2e-4 over 400"."""
-    config = json.loads((run / "config.json").read_text())
+    config = runfolder.read_config(run)
     name = config["model"].upper()
     if config["model"] in K_SAMPLE:
         name += f" k={config['k']}"
@@ -265,7 +259,7 @@ def bounds(runs: list[Path], every: float) -> str:
     columns, marks = [], set()
     for run in runs:
         at, total = {}, 0.0
-        for line in read_metrics(run):
+        for line in runfolder.read_metrics(run):
             total += float(line["seconds"]) / 60
             mark = int(total / every + 0.05) * every  # an epoch ending just short counts
             at.setdefault(mark, f"{float(line['test_loss']):.2f} ({line['epoch']})")
@@ -337,7 +331,8 @@ def check_runs(args) -> None:
             continue
         if not Path(run).is_dir():
             args.error(f"{flag} {run}: no such folder; give a run folder (RUN/config.json)")
-        missing = [name for name in ("config.json", "metrics.csv") if not Path(run, name).is_file()]
+        needed = (runfolder.CONFIG, runfolder.METRICS_FILE)
+        missing = [name for name in needed if not Path(run, name).is_file()]
         if missing:
             args.error(f"{flag} {run}: not a run folder, it has no {' or '.join(missing)}")
 

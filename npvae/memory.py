@@ -56,6 +56,7 @@ import numpy as np
 
 from npvae.build import model_recipe
 from npvae.errors import ConfigError
+from npvae.evaluate.estimators import EVAL_ROWS
 from npvae.evaluate.report import CHUNK_ROWS
 
 #: A run may take this share of the memory available when it starts: the estimate is
@@ -63,7 +64,8 @@ from npvae.evaluate.report import CHUNK_ROWS
 #: whatever else starts on the machine meanwhile need the rest.
 SAFETY = 0.8
 
-#: Images per call of the test loss (``npvae.evaluate.estimators.evaluate_loss``).
+#: Images per batch of the test loss, at most (``npvae.evaluate.estimators.evaluate_loss``,
+#: which takes fewer when each image draws many samples: :data:`EVAL_ROWS` rows at most).
 EVAL_BATCH = 1000
 #: Images per batch of the importance sampler (``importance_sampled``'s default).
 SAMPLER_BATCH = 100
@@ -299,7 +301,10 @@ def training_needs(config, n_train: int, n_eval: int, input_dim: int) -> list[Ne
         step_flags = f"lower {draw_flag + ' or ' if draw_flag else ''}--batch-size"
         step_rows = f"batch {batch}{draw_words} rows through the decoder"
     needs = [Need(fixed + step, "one training step needs", step_rows, step_flags)]
-    images = min(EVAL_BATCH, n_eval)
+    if fixed > SAFETY * (available_bytes() or fixed):  # the parameters alone: name them
+        count = f"{cls.parameter_count(settings):,} parameters and their optimizer state"
+        needs = [Need(fixed, "the model needs", count, f"reduce {params_flag}")]
+    images = _loss_images(draws, n_eval)
     if images:
         loss = pass_rows(kind, settings, grad=False).nbytes(images, draws, itemsize)
         needs.append(
@@ -324,6 +329,11 @@ def training_needs(config, n_train: int, n_eval: int, input_dim: int) -> list[Ne
     return needs
 
 
+def _loss_images(draws: int, n: int) -> int:
+    """Images in one batch of the test loss, as ``evaluate_loss`` takes them (of ``n``)."""
+    return min(n, max(1, min(EVAL_BATCH, EVAL_ROWS // draws)))
+
+
 def _sampler_rows(k: int, images: int) -> int:
     """Decoder rows in one chunk of the importance sampler (``importance_sampled``)."""
     batch = min(SAMPLER_BATCH, images)
@@ -339,18 +349,20 @@ def evaluation_needs(model, n_test: int, k: int) -> list[Need]:
     itemsize = model.dtype.itemsize
     draws = draws_per_image(kind, settings)
     draw_words, _ = _draw_words(kind, settings)
-    images = min(EVAL_BATCH, n_test)
+    images = _loss_images(draws, n_test)
     loss_rows = pass_rows(kind, settings, grad=False)
     needs = []
     if images:
         flags = "evaluate fewer images with --n-test"
         if loss_rows.nbytes(1, draws, itemsize) > loss_rows.nbytes(images, draws, itemsize) / 2:
-            flags = "this model cannot be evaluated here"  # one image at a time is too much
+            # one image at a time is too much: the model's own k is the cause
+            flags = f"this model's {draw_words.split()[1]} is too large to evaluate here"
         needs.append(
             Need(
                 loss_rows.nbytes(images, draws, itemsize),
                 "evaluating needs",
-                f"{images} test images{draw_words} rows through the decoder at once",
+                f"{images} test image{'s' if images != 1 else ''}{draw_words} rows through "
+                "the decoder at once",
                 flags,
             )
         )
@@ -368,7 +380,10 @@ def evaluation_needs(model, n_test: int, k: int) -> list[Need]:
 
 
 def refuse(needs: list[Need], available: int | None = None) -> None:
-    """Raise a ConfigError naming the largest need above ``SAFETY`` x ``available``.
+    """Raise a ConfigError naming the first of ``needs`` above ``SAFETY`` x ``available``.
+
+    ``needs`` come in the order a run meets them (the model, its step, its evaluations),
+    so the line names the setting to change first.
 
     ``available`` in bytes (default: :func:`available_bytes`, read now); unknown, nothing
     is refused.
@@ -377,9 +392,10 @@ def refuse(needs: list[Need], available: int | None = None) -> None:
         available = available_bytes()
     if available is None or not needs:
         return
-    largest = max(needs, key=lambda need: need.nbytes)
-    if largest.nbytes <= SAFETY * available:
+    over = [need for need in needs if need.nbytes > SAFETY * available]
+    if not over:
         return
+    largest = over[0]
     raise ConfigError(
         f"{largest.what} about {_gib(largest.nbytes)} ({largest.rows}) and {_gib(available)} "
         f"is available, of which a run may take {SAFETY:.0%}; {largest.flags}"

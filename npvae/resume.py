@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npvae import runfolder
 from npvae.config import Config, ResumeRequest, record
 from npvae.errors import CheckpointError, ConfigError
 
@@ -38,7 +39,7 @@ class Place:
 
     @property
     def config_json(self) -> Path:
-        return self.folder / "config.json"
+        return self.folder / runfolder.CONFIG
 
 
 def locate(request: ResumeRequest) -> Place:
@@ -51,7 +52,7 @@ def locate(request: ResumeRequest) -> Place:
     if path.is_file():
         if request.checkpoint is not None:
             raise ConfigError(f"--resume {path} names a checkpoint file already; leave out --from")
-        if path.parent.name != "checkpoints":
+        if path.parent.name != runfolder.CHECKPOINTS:
             raise ConfigError(
                 f"--resume {path}: a checkpoint file must be in a run folder's checkpoints/; "
                 "give the run folder instead"
@@ -62,10 +63,9 @@ def locate(request: ResumeRequest) -> Place:
     elif not path.is_dir():
         raise ConfigError(f"--resume {path}: not a folder or a checkpoint file")
     else:
-        name = f"{request.checkpoint or 'last'}.npz"
-        place = Place(path, path / "checkpoints" / name)
+        place = Place(path, runfolder.checkpoint_path(path, request.checkpoint or "last"))
     if not place.config_json.is_file():
-        has = "has checkpoints but " if (place.folder / "checkpoints").is_dir() else ""
+        has = "has checkpoints but " if (place.folder / runfolder.CHECKPOINTS).is_dir() else ""
         raise ConfigError(
             f"{place.folder} is not a run folder that can resume: it {has}has no config.json"
         )
@@ -121,7 +121,7 @@ def check_epochs(config: Config, saved, place: Place, given: dict) -> bool:
             f"{path.name} has {saved.epoch} epochs; to train on from it, give --epochs more "
             f"than {saved.epoch} (to evaluate it: python -m npvae.evaluate {path})"
         )
-    finished = (folder / "results.json").is_file()
+    finished = runfolder.has_results(folder)
     labels = getattr(given, "labels", {})
     idle = [
         labels.get(name, name)

@@ -20,10 +20,7 @@ Evaluation draws from generators seeded by (seed, epoch), apart from training.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import shutil
 import signal
 import sys
 import time
@@ -32,22 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import __version__, _warm, evaluate, kernels, runs
-from npvae._files import atomic_path, write_text
+from npvae import __version__, _warm, evaluate, kernels, runfolder, runs
 from npvae._threads import CpuWatch, use_threads
 from npvae.build import build_model, model_recipe, optimizer_for, schedule_for
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, ResumeRequest, from_dict, parse_args, record, validate
 from npvae.data import Batches
 from npvae.errors import CheckpointError, ConfigError, NpvaeError
+from npvae.evaluate import report
+from npvae.memory import check_training
 from npvae.optim import clip_grad_norm
 from npvae.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
 from npvae.validate import GENERATIVE, K_SAMPLE
-
-METRICS = [
-    "epoch", "lr", "train_loss", "train_recon", "train_kl", "val_loss", "test_loss",
-    "test_recon", "test_kl", "seconds", "examples_per_second",
-]  # fmt: skip
 
 EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -74,6 +67,7 @@ class Run:
     step: int = 0  # optimizer steps taken
     best: float = math.inf  # best selection loss so far
     partial: dict = field(default_factory=dict)  # an interrupted epoch's order and sums
+    lock: runfolder.RunLock | None = None  # held while this process trains the run
 
 
 # ----- building a run (the objects themselves: npvae.build) -------------------------------
@@ -82,6 +76,7 @@ class Run:
 def start(config: Config) -> Run:
     """A new run: its folder, data, model and optimizer."""
     data = runs.load_data(config)
+    check_training(config, data)  # before the model is built: a step too large for memory
     try:
         model = build_model(config, data.x_train.shape[1])
     except MemoryError:
@@ -89,12 +84,6 @@ def start(config: Config) -> Run:
             f"a {config.model} with hidden widths {config.resolved_hidden()} and latent size "
             f"{config.latent} does not fit in memory; reduce --hidden or --latent"
         ) from None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = Path(config.out) / f"{stamp}-{config.model}"
-    for suffix in range(1, 1000):
-        if not folder.exists():
-            break
-        folder = Path(config.out) / f"{stamp}-{config.model}-{suffix}"
     details = {
         **record(config),
         "dataset_used": data.name,
@@ -107,27 +96,17 @@ def start(config: Config) -> Run:
     if config.output_bias == "data-mean":
         model.init_output_bias(data.x_train.mean(axis=0) / 255)
     optimizer = optimizer_for(config, model.params)
-    run = Run(config, folder, data, model, optimizer, np.random.default_rng(config.seed))
-    # The folder is made under a hidden name and renamed when whole (config, empty
-    # metrics, a checkpoint at step 0), so a run folder can always resume: even after a
-    # kill, or a NaN, before the first epoch ends.
-    staging = folder.with_name(f".{folder.name}.part")
-    run.folder = staging
-    try:
-        (staging / "checkpoints").mkdir(parents=True)
-        write_text(staging / "config.json", json.dumps(details, indent=2) + "\n")
-        _write_metrics(staging / "metrics.csv", [])
-        _save(run, "last.npz")
-        staging.rename(folder)
-    except OSError as err:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ConfigError(
-            f"cannot create the run folder {folder}: {err.strerror}; choose another with --out"
-        ) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    run.folder = folder
+    run = Run(config, Path(), data, model, optimizer, np.random.default_rng(config.seed))
+
+    def fill(staging: Path) -> None:
+        # The folder's first files: a run folder can always resume, even after a kill,
+        # or a NaN, before the first epoch ends.
+        run.folder = staging
+        runfolder.write_config(staging, details)
+        runfolder.write_metrics(staging, [])
+        _save(run, "last")
+
+    run.folder, run.lock = runfolder.create(config.out, config.model, fill)
     return run
 
 
@@ -140,18 +119,25 @@ def resume(request: ResumeRequest, given: dict) -> Run:
     the checkpoint is checked (:mod:`npvae.resume`) before anything is written.
     """
     place = locate(request)
-    folder, path = place.folder, place.checkpoint
     check_flags(given)
+    # Locked before anything is read: a second --resume of the same run stops here.
+    lock = runfolder.RunLock.acquire(place.folder)
     try:
-        details = json.loads(place.config_json.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        details = None
-    if (
-        not isinstance(details, dict)
-        or not isinstance(details.get("dataset_used", ""), str)
-        or not isinstance(details.get("changes", []), list)
-    ):
-        raise ConfigError(f"{place.config_json} is damaged; this run cannot resume")
+        runfolder.check_writable(place.folder)
+        run = _resume_locked(place, given)
+    except BaseException:
+        lock.release()
+        raise
+    run.lock = lock
+    return run
+
+
+def _resume_locked(place, given: dict) -> Run:
+    folder, path = place.folder, place.checkpoint
+    try:
+        details = runfolder.read_config(folder)
+    except ConfigError:
+        raise ConfigError(f"{place.config_json} is damaged; this run cannot resume") from None
     try:
         saved = load_checkpoint(path)
     except CheckpointError as err:
@@ -166,7 +152,7 @@ def resume(request: ResumeRequest, given: dict) -> Run:
             f"to train on, give --epochs more than {saved.epoch}",
             0,
         )
-    rows = _completed_metrics(folder / "metrics.csv", saved.epoch)
+    rows = runfolder.completed_metrics(folder, saved.epoch)
     data = runs.recorded_data(config, details)
     best, partial = check_position(saved, len(data.x_train), config.batch_size, path)
     cls, settings = model_recipe(config, data.x_train.shape[1])
@@ -176,6 +162,7 @@ def resume(request: ResumeRequest, given: dict) -> Run:
             f"{path}: its model is not the one its run settings describe; the checkpoint is "
             f"damaged{hint_best(path)}"
         )
+    check_training(config, data)  # before anything is written; after the damage checks
     optimizer = optimizer_for(config, saved.model.params)
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
@@ -187,12 +174,12 @@ def resume(request: ResumeRequest, given: dict) -> Run:
     if changed:
         entry = {"epoch": saved.epoch + 1, **({"batch": partial["batch"]} if partial else {})}
         details.setdefault("changes", []).append({**entry, **changed})
-    for stale in (folder / "checkpoints").glob(".*.npz.*"):
+    for stale in (folder / runfolder.CHECKPOINTS).glob(".*.npz.*"):
         stale.unlink(missing_ok=True)  # a temporary file a kill -9 left mid-write
-    _write_metrics(folder / "metrics.csv", rows)
-    write_text(place.config_json, json.dumps(details, indent=2) + "\n")
+    runfolder.write_metrics(folder, rows)
+    runfolder.write_config(folder, details)
     if changed:
-        _save(run, "last.npz", partial=partial or None)  # the new settings, from here on
+        _save(run, "last", partial=partial or None)  # the new settings, from here on
     return run
 
 
@@ -249,7 +236,7 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{partial['sums']['loss'] / partial['n']:.2f}", refresh=False)
             if stop.signal:
-                _save(run, "last.npz", partial=partial)
+                _save(run, "last", partial=partial)
                 raise TrainingStopped(
                     f"stopped by {stop.name} at epoch {epoch}, batch {index + 1}; checkpoint "
                     f"written; continue with: python -m npvae.train --resume {run.folder}",
@@ -264,12 +251,12 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
         examples = partial["n"] - resumed_at
         row.update(seconds=round(seconds, 3), examples_per_second=round(examples / seconds, 1))
         run.epoch = epoch
-        _append_metrics(run.folder / "metrics.csv", row)
+        runfolder.append_metrics(run.folder, row)
         selection = row["val_loss"] if x_val is not None else row["train_loss"]
         if selection < run.best:
             run.best = selection
-            _save(run, "best.npz")
-        _save(run, "last.npz")
+            _save(run, "best")
+        _save(run, "last")
         print(_epoch_line(row, config.epochs, config.model), flush=True)
         if stop.signal:  # it came during the evaluation or the checkpoint
             raise TrainingStopped(
@@ -315,14 +302,14 @@ def _check_finite(run: Run, loss: float, epoch: int, index: int) -> None:
     )
 
 
-def _save(run: Run, name: str, partial: dict | None = None) -> None:
+def _save(run: Run, which: str, partial: dict | None = None) -> None:
     extra = {"best": run.best}
     arrays = {}
     if partial is not None:
         extra["partial"] = {key: partial[key] for key in ("batch", "sums", "n")}
         arrays["order"] = partial["order"]
     save_checkpoint(
-        run.folder / "checkpoints" / name,
+        runfolder.checkpoint_path(run.folder, which),
         run.model,
         run.optimizer,
         run.rng,
@@ -348,40 +335,26 @@ def finish(run: Run) -> dict:
     """
     config, model = run.config, run.model
     _, x_test = _eval_arrays(run)
-    test = evaluate.evaluate_loss(model, x_test, _test_rng(config, run.epoch))
-    kl_per_dim = test.pop("kl_per_dim", None)
-    if config.model == "vae" and config.beta != 1:
-        test["beta"] = config.beta  # the loss weighs the KL by it
     results = {
         "epochs": run.epoch,
         "evaluation": {
-            "weights": f"checkpoints/last.npz (epoch {run.epoch})",
+            "weights": str(runfolder.checkpoint_path(run.folder, "last")),
+            "epoch": run.epoch,
             "test_images": len(x_test),
             "binarize_seed": runs.test_binarize_seed(config) if config.binarize != "none" else None,
             "noise_seed": [config.seed, run.epoch, 1],
-            "log_likelihood_samples": 0,
-            "log_likelihood_images": 0,
         },
-        "test": test,
     }
-    rng = np.random.default_rng([config.seed, run.epoch, 2])
-    if kl_per_dim is not None:
-        results["kl_per_dim"] = [round(float(v), 5) for v in kl_per_dim]
-        if config.ll_samples:
-            n = min(config.ll_examples or len(x_test), len(x_test))
-            ll = evaluate.importance_sampled(model, x_test[:n], rng, n_samples=config.ll_samples)
-            results["test_log_likelihood"] = {
-                "nats": float(ll.log_px.mean()),
-                "standard_error": float(ll.log_px.std() / np.sqrt(n)),
-                "samples": config.ll_samples,
-                "examples": n,
-            }
-            results["evaluation"].update(log_likelihood_samples=config.ll_samples)
-            results["evaluation"].update(log_likelihood_images=n)
-        count, variances = evaluate.active_units(model, x_test)
-        results["active_units"] = count
-        results["posterior_mean_variance"] = [round(float(v), 5) for v in variances]
-    write_text(run.folder / "results.json", json.dumps(results, indent=2) + "\n")
+    results.update(
+        report.evaluate_model(
+            model,
+            x_test,
+            _test_rng(config, run.epoch),
+            k=config.ll_samples or 0,
+            ll_images=config.ll_examples or None,
+        )  # fmt: skip
+    )
+    runfolder.write_results(run.folder, results)
     if config.figures:
         # The figures are the run's memory peak (matplotlib's import and first savefig add
         # about 50 MB), and they draw only the first test images: keep those, let the rest
@@ -389,16 +362,21 @@ def finish(run: Run) -> dict:
         # summary of all of them.
         shown, labels = x_test[: runs.FIGURE_IMAGES].copy(), run.data.y_test
         labels = None if labels is None else labels[: runs.FIGURE_IMAGES]
-        posterior = None if kl_per_dim is None else (kl_per_dim, variances)
+        posterior = None
+        if "kl_per_dim" in results:
+            variances = results["active_units"]["variances"]
+            posterior = (np.array(results["kl_per_dim"]), np.array(variances))
         del x_test
         from npvae import plots  # matplotlib costs 30 MB; a run without figures never loads it
 
         title = runs.run_title(model, run.data.name, run.epoch)
-        plots.make_figures(model, shown, labels, run.folder, rng, title=title, posterior=posterior)
-        rows = _read_metrics(run.folder / "metrics.csv")
+        rng = np.random.default_rng([config.seed, run.epoch, 2])
+        folder = runfolder.figures_folder(run.folder)
+        plots.make_figures(model, shown, labels, folder, rng, title=title, posterior=posterior)
+        rows = runfolder.read_metrics(run.folder)
         if rows:
             unit = plots.loss_unit(model)
-            plots.plot_curves(run.folder / "curves.png", rows, title=title, unit=unit)
+            plots.plot_curves(runfolder.figure_path(run.folder, "curves"), rows, title, unit=unit)
     return results
 
 
@@ -419,14 +397,14 @@ def _summary(results: dict) -> str:
         ]
     else:
         parts = [f"test loss {test['loss']:.2f}"]
-    if "test_log_likelihood" in results:
-        ll = results["test_log_likelihood"]
+    if "log_likelihood" in results:
+        ll = results["log_likelihood"]
+        error = "" if ll["standard_error"] is None else f" ± {ll['standard_error']:.2f}"
         parts.append(
-            f"log p(x) ≈ {ll['nats']:.2f} ± {ll['standard_error']:.2f} "
-            f"({ll['samples']} samples, {ll['examples']} images)"
+            f"log p(x) ≈ {ll['nats']:.2f}{error} ({ll['k']} samples, {ll['images']} images)"
         )
     if "active_units" in results:
-        parts.append(f"{results['active_units']} active units")
+        parts.append(f"{results['active_units']['count']} active units")
     return ", ".join(parts)
 
 
@@ -513,58 +491,24 @@ def _versions() -> dict:
     return {"npvae": __version__, "numpy": np.__version__, "numba": numba.__version__}
 
 
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
-        writer = csv.DictWriter(file, METRICS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a", newline="") as file:
-        csv.DictWriter(file, METRICS).writerow({key: _format(row.get(key, "")) for key in METRICS})
-
-
-def _format(value):
-    return repr(value) if isinstance(value, float) else value
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def _completed_metrics(path: Path, epochs: int) -> list[dict]:
-    """metrics.csv's rows of epochs 1 to ``epochs``; a ConfigError if it is damaged.
-
-    Rows of later epochs (appended just before a kill, with no checkpoint after) are dropped.
-    """
-    try:
-        with open(path, newline="") as file:
-            reader = csv.DictReader(file)
-            rows = [row for row in reader if int(row["epoch"]) <= epochs]
-        whole = reader.fieldnames == METRICS and all(None not in [*r, *r.values()] for r in rows)
-    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError):
-        whole = False
-    if not whole or [int(row["epoch"]) for row in rows] != list(range(1, epochs + 1)):
-        raise ConfigError(
-            f"{path} is missing or damaged (its checkpoint has {epochs} epochs); "
-            "this run cannot resume"
-        )
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
+    run = None
     try:
         config, given, resume_request = parse_args(argv)
         # A fresh checkout compiles the kernels in a child, whose memory is gone when it
         # exits; before the watch starts, so that its CPU does not count as other work.
         _warm.warm(config.dtype)
         watch = CpuWatch()  # what other work uses while we load, for --threads auto
-        run = resume(resume_request, given) if resume_request else start(config)
+        if resume_request:
+            if given.get("data_dir") is not None:
+                given["data_dir"] = runfolder.absolute(given["data_dir"])
+            run = resume(resume_request, given)
+        else:
+            config = replace(config, out=runfolder.absolute(config.out))
+            if config.data_dir is not None:
+                config = replace(config, data_dir=runfolder.absolute(config.data_dir))
+            run = start(config)
         print(f"run folder: {run.folder}", flush=True)
         print(f"data: {run.data.summary()}", flush=True)
         print(f"model: {run.model!r}", flush=True)
@@ -592,6 +536,19 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C outside the loop (loading data, the final evaluation): nothing half-written.
         print("interrupted; the last checkpoint, if any, is intact", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:
+        # The run folder stopped taking writes mid-run (a full disk, a folder made read-only):
+        # every file is written atomically, so what is there is whole.
+        where = run.folder if run is not None else "the run folder"
+        print(
+            f"error: cannot write into {where}: {err.strerror}; the files there are whole: "
+            "make room or make it writable, then resume",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    finally:
+        if run is not None and run.lock is not None:
+            run.lock.release()
 
 
 if __name__ == "__main__":

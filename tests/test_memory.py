@@ -91,13 +91,15 @@ def test_the_estimate_is_above_the_measured_peak_and_not_far_above(settings):
     assert measured <= step.nbytes <= 2.5 * measured
 
 
-def test_the_test_loss_after_each_epoch_counts_the_models_own_k():
-    """1000 images at once, each with k draws: for k = 5000, tens of GiB."""
+def test_the_test_loss_after_each_epoch_takes_fewer_images_as_k_grows():
+    """1000 images at once, each with k draws, up to EVAL_ROWS rows: k = 5000 takes 10."""
     config = Config(model="iwae", k=5000, batch_size=1, **PAPER_NET)
-    needs = memory.training_needs(config, 60_000, 10_000, 784)
-    largest = max(needs, key=lambda need: need.nbytes)
-    assert largest.what == "the test loss after each epoch needs"
-    assert largest.nbytes > 10 * GIB and "1000 images x k 5000 rows" in largest.rows
+    loss = memory.training_needs(config, 60_000, 10_000, 784)[1]
+    assert loss.what == "the test loss after each epoch needs"
+    assert "10 images x k 5000 rows" in loss.rows and loss.nbytes < GIB
+    config = Config(model="iwae", k=50, batch_size=1, **PAPER_NET)
+    loss = memory.training_needs(config, 60_000, 10_000, 784)[1]
+    assert "1000 images x k 50 rows" in loss.rows
 
 
 def test_the_importance_sampler_needs_no_more_memory_for_a_larger_k():
@@ -147,9 +149,9 @@ def test_a_config_above_the_margin_is_refused_in_one_line_naming_the_flag(monkey
         memory.refuse(needs)
     line = str(refused.value)
     assert "\n" not in line
-    assert line.startswith("the test loss after each epoch needs about ")
-    assert "(1000 images x k 100000 rows through the decoder at once)" in line
-    assert "16.0 GiB is available, of which a run may take 80%; lower --k" in line
+    assert line.startswith("one training step needs about ")
+    assert "(batch 128 x k 100000 rows through the decoder)" in line
+    assert "16.0 GiB is available, of which a run may take 80%; lower --k or --batch-size" in line
 
 
 def test_the_step_is_named_with_both_of_its_flags(monkeypatch):
@@ -220,7 +222,7 @@ def test_train_refuses_a_batch_whose_step_does_not_fit(tmp_path):
 
 
 def test_evaluate_refuses_a_model_whose_own_k_does_not_fit(tmp_path):
-    """The test loss draws the model's k per image, 1000 images at once."""
+    """The test loss draws the model's k per image: 10^7 rows for even one image."""
     model = IWAE(hidden=[8], latent_dim=2, k=10**7)  # small weights, an enormous k
     refused_or_skip(memory.evaluation_needs(model, 1000, 10))
     path = model.save(tmp_path / "iwae.npz")
@@ -228,8 +230,8 @@ def test_evaluate_refuses_a_model_whose_own_k_does_not_fit(tmp_path):
     assert done.returncode == 2, done.stderr
     line = one_line(done.stderr)
     assert line.startswith("error: evaluating needs about ")
-    assert "(1000 test images x k 10000000 rows through the decoder at once)" in line
-    assert line.endswith("evaluate fewer images with --n-test")
+    assert "(1 test image x k 10000000 rows through the decoder at once)" in line
+    assert line.endswith("this model's k is too large to evaluate here")
     assert not (tmp_path / "iwae.eval.json").exists()
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from npvae.runfolder import write_metrics
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce_iwae.py"
 
 
@@ -42,7 +44,11 @@ def test_rows_go_under_the_last_row_of_the_table_and_the_rest_is_kept(script):
 
 
 def test_training_minutes_sum_the_epochs_and_can_add_the_running_one(script, tmp_path):
-    (tmp_path / "metrics.csv").write_text("epoch,seconds\n1,30.0\n2,90.0\n")
+    rows = [
+        {"epoch": 1, "train_loss": 99.0, "seconds": 30.0},
+        {"epoch": 2, "train_loss": 95.0, "seconds": 90.0},
+    ]
+    write_metrics(tmp_path, rows)
     assert script.training_minutes(tmp_path) == pytest.approx(2.0)
     written = time.time() - 60  # the last line came a minute ago: the epoch since is running
     os.utime(tmp_path / "metrics.csv", (written, written))
@@ -55,11 +61,16 @@ def test_training_minutes_sum_the_epochs_and_can_add_the_running_one(script, tmp
 
 
 def test_bounds_put_each_runs_test_loss_at_every_ten_minutes_side_by_side(script, tmp_path):
-    header = "epoch,test_loss,seconds\n"
+    def rows(*lines):  # (test_loss, seconds) of epochs 1, 2, ...
+        return [
+            {"epoch": epoch, "train_loss": loss, "test_loss": loss, "seconds": seconds}
+            for epoch, (loss, seconds) in enumerate(lines, 1)
+        ]
+
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "metrics.csv").write_text(header + "1,99.0,300\n2,95.0,297\n3,94.0,603\n")
+    write_metrics(tmp_path / "a", rows((99.0, 300), (95.0, 297), (94.0, 603)))
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "metrics.csv").write_text(header + "1,98.0,420\n2,96.0,420\n")
+    write_metrics(tmp_path / "b", rows((98.0, 420), (96.0, 420)))
     config = {"model": "iwae", "k": 5, "lr": 2e-3, "epochs": 400, "batch_size": 100}
     config.update(schedule="exponential", lr_gamma=0.1 ** (1 / 399), seed=0)
     (tmp_path / "a" / "config.json").write_text(json.dumps(config))

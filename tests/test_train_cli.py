@@ -31,7 +31,7 @@ import npvae
 from npvae.checkpoint import load_checkpoint
 from npvae.config import Config
 from npvae.data import datasets, sources
-from npvae.train import METRICS
+from npvae.runfolder import METRICS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -117,19 +117,22 @@ def test_run_folder_holds_config_metrics_checkpoints_results_and_figures(tiny, t
     results = json.loads((run / "results.json").read_text())
     assert results["epochs"] == 2
     assert np.isfinite(results["test"]["loss"])
-    assert results["test_log_likelihood"]["samples"] == 10
-    assert results["test_log_likelihood"]["examples"] == 32
-    assert np.isfinite(results["test_log_likelihood"]["nats"])
-    assert 0 <= results["active_units"] <= 2
-    assert len(results["posterior_mean_variance"]) == 2
+    assert results["log_likelihood"]["k"] == 10
+    assert results["log_likelihood"]["images"] == 32
+    assert np.isfinite(results["log_likelihood"]["nats"])
+    assert 0 <= results["active_units"]["count"] <= 2
+    assert len(results["active_units"]["variances"]) == 2
+    assert results["evaluation"]["weights"] == str(run / "checkpoints" / "last.npz")
 
     figures = [
         "reconstructions.png", "samples.png", "latent.png",
         "interpolations.png", "curves.png", "manifold.png",
     ]  # fmt: skip
     for name in figures:
-        assert (run / name).read_bytes()[:8] == PNG_SIGNATURE, name
-    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary files
+        assert (run / "figures" / name).read_bytes()[:8] == PNG_SIGNATURE, name
+    assert not list(run.glob("*.png"))  # every figure in one place
+    hidden = [p.name for p in run.rglob(".*")]
+    assert hidden == [".lock"]  # no temporary files; the lock stays, released
 
 
 def test_no_figures_writes_none_and_an_autoencoder_has_no_kl(tiny, tmp_path, capsys):
@@ -138,11 +141,11 @@ def test_no_figures_writes_none_and_an_autoencoder_has_no_kl(tiny, tmp_path, cap
     status, _, stderr = run_main([*argv, "--epochs", "1"], capsys)
     assert status == 0, stderr
     run = only_run(out)
-    assert not list(run.glob("*.png"))
+    assert not list(run.rglob("*.png"))
     row = read_metrics(run)[0]
     assert row["train_kl"] == "" and row["test_kl"] == "" and row["val_loss"] == ""
     results = json.loads((run / "results.json").read_text())
-    assert "test_log_likelihood" not in results  # only for the generative models
+    assert "log_likelihood" not in results  # only for the generative models
 
 
 def test_metrics_has_the_columns_a_reader_needs():
@@ -218,7 +221,7 @@ def test_unwritable_out_is_an_error(tiny, tmp_path, capsys):
     status, _, stderr = run_main(tiny_args(tiny, blocker / "runs"), capsys)
     line = one_line(stderr)
     assert status == 2
-    assert line.startswith("error: cannot create the run folder") and "--out" in line
+    assert line.startswith("error: cannot create a run folder") and "--out" in line
 
 
 def test_resume_of_a_folder_that_is_not_a_run_is_an_error(tmp_path, capsys):

@@ -354,8 +354,8 @@ def test_resume_records_evaluation_and_figure_changes(tiny, tmp_path, capsys):
         {"epoch": 2, "epochs": [1, 2], "ll_samples": [10, 3], "ll_examples": [32, 8]}
     ]
     results = json.loads((run / "results.json").read_text())
-    assert results["test_log_likelihood"]["samples"] == 3
-    assert results["test_log_likelihood"]["examples"] == 8
+    assert results["log_likelihood"]["k"] == 3
+    assert results["log_likelihood"]["images"] == 8
 
 
 def test_a_damaged_last_checkpoint_points_to_best_and_from_best_goes_on(tiny, tmp_path, capsys):

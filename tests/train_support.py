@@ -198,6 +198,13 @@ def assert_same_run(run_a, run_b):
     assert a.rng_state == b.rng_state
     assert a.extra == b.extra and not a.run_arrays and not b.run_arrays
     assert loss_columns(run_a) == loss_columns(run_b)
-    results_a = json.loads((run_a / "results.json").read_text())
-    results_b = json.loads((run_b / "results.json").read_text())
-    assert results_a == results_b
+    assert numbers_of(run_a / "results.json") == numbers_of(run_b / "results.json")
+
+
+def numbers_of(results_json) -> dict:
+    """results.json less what names the run folder or times the machine."""
+    results = json.loads(results_json.read_text())
+    assert results["evaluation"].pop("weights").startswith(str(results_json.parent))
+    if "log_likelihood" in results:
+        assert results["log_likelihood"].pop("seconds") >= 0
+    return results

@@ -12,18 +12,19 @@ of its own.  A mistake is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from npvae import __version__, _warm, runs
-from npvae._files import write_text
+from npvae import __version__, _warm, runfolder, runs
 from npvae._threads import CpuWatch, parse_threads, use_threads
 from npvae.config import Config, OneLineParser, validate, whole_number
 from npvae.errors import ConfigError, NpvaeError
 from npvae.evaluate.report import evaluate_saved, evaluation_key, format_table
+from npvae.memory import check_evaluation
 
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+
+#: Importance samples per image by default, as Burda et al. (2016) report.
+DEFAULT_K = 5000
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -44,8 +45,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--k",
         type=whole_number("--k"),
-        default=5000,
-        help="importance samples per image (default: 5000, as Burda et al.; 0: skip)",
+        default=None,
+        help="importance samples per image, for a VAE or IWAE (default: 5000, as Burda et al.; "
+        "0: skip)",
     )
     parser.add_argument(
         "--n-test", type=whole_number("--n-test"), default=0, help="test images (default: 0, all)"
@@ -111,27 +113,16 @@ def _test_images(saved: runs.SavedRun, args) -> tuple:
     return x, data.y_test[:n], data.name, binarize, seed
 
 
-def _eval_path(saved: runs.SavedRun, args) -> Path:
-    if args.out:
-        return Path(args.out)
-    if saved.folder is not None:
-        return saved.folder / "eval.json"
-    return saved.source.with_name(saved.source.stem + ".eval.json")
-
-
-def _read_evaluations(path: Path) -> dict:
-    """The evaluations already in ``path``; a damaged file is an error, never overwritten."""
-    if not path.exists():
-        return {}
-    try:
-        existing = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        existing = None
-    if not isinstance(existing, dict) or not isinstance(existing.get("evaluations"), dict):
+def _samples(saved: runs.SavedRun, k: int | None) -> int | None:
+    """The importance samples to draw: ``--k``, 5000 by default; None for an autoencoder."""
+    if hasattr(saved.model, "log_importance_weights"):
+        return DEFAULT_K if k is None else k
+    if k is not None:
         raise ConfigError(
-            f"{path} is damaged and would be overwritten; move it away, or give --out"
+            f"--k is for a VAE or IWAE; {saved.model.kind} has no latent prior to sample, "
+            "so leave it out"
         )
-    return existing["evaluations"]
+    return None
 
 
 def _progress(total: int):
@@ -151,16 +142,21 @@ def main(argv: list[str] | None = None) -> int:
         watch = CpuWatch()  # what other work uses while we load, for --threads auto
         parse_threads(args.threads)
         saved = runs.open_saved(args.run, args.checkpoint)
+        k = _samples(saved, args.k)
         x, _, dataset, binarize, seed = _test_images(saved, args)
-        path = _eval_path(saved, args)
-        evaluations = _read_evaluations(path)
+        check_evaluation(saved.model, len(x), k or 0)
+        if args.out:
+            path = runfolder.output_file(args.out)
+        else:
+            path = runfolder.evaluations_path(saved.folder, saved.source)
+        runfolder.read_evaluations(path, given=bool(args.out))  # refused now, not after hours
         threads, why = use_threads(args.threads, watch)
         bar = _progress(len(x))
         try:
             record = evaluate_saved(
                 saved,
                 x,
-                k=args.k,
+                k=k,
                 seed=seed,
                 progress=bar and (lambda done: bar.update(done - bar.n)),
             )
@@ -170,12 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         record.update(dataset=dataset, binarize=binarize, threads=threads)
         if binarize != "none":
             record["binarize_seed"] = seed
-        key = evaluation_key(saved.checkpoint, saved.epoch, args.k, len(x), seed)
-        evaluations[key] = record
-        try:
-            write_text(path, json.dumps({"evaluations": evaluations}, indent=2) + "\n")
-        except OSError as err:
-            raise ConfigError(f"cannot write {path}: {err.strerror}; give --out") from None
+        key = evaluation_key(saved.checkpoint, saved.epoch, k, len(x), seed)
+        runfolder.add_evaluation(path, key, record, given=bool(args.out))
         print(format_table(record))
         print(f"threads: {threads} ({why})")
         print(f"written to {path} as {key!r}")

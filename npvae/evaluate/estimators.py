@@ -36,6 +36,18 @@ def _batches(x: np.ndarray, batch_size: int):
         yield x[start : start + batch_size]
 
 
+#: Decoder rows in one batch of :func:`evaluate_loss`: its 1,000 images, or fewer when
+#: each draws k (or L) samples, so that a large k's test loss fits where its step fits.
+EVAL_ROWS = 50_000
+
+
+def loss_batch(model, batch_size: int = 1000) -> int:
+    """Images per batch of :func:`evaluate_loss`: ``batch_size``, at most :data:`EVAL_ROWS`
+    decoder rows (each image draws the model's k, or L, samples)."""
+    draws = int(model.config.get("k", model.config.get("n_samples", 1)))
+    return max(1, min(batch_size, EVAL_ROWS // draws))
+
+
 def evaluate_loss(model, x: np.ndarray, rng: np.random.Generator, batch_size: int = 1000) -> dict:
     """The model's loss and its terms, per example, averaged over ``x (N, D)``.
 
@@ -45,7 +57,7 @@ def evaluate_loss(model, x: np.ndarray, rng: np.random.Generator, batch_size: in
     each latent dimension averaged over ``x``.
     """
     totals: dict = {}
-    for batch in _batches(x, batch_size):
+    for batch in _batches(x, loss_batch(model, batch_size)):
         report = model.loss(batch, rng, grad=False)
         for key, value in report.items():
             if (isinstance(value, float) and key != "beta") or key == "kl_per_dim":
@@ -127,6 +139,19 @@ def log_likelihood(
     :func:`importance_sampled`'s ``log_px``, with the same arguments.
     """
     return importance_sampled(model, x, rng, n_samples, batch_size, max_rows, progress).log_px
+
+
+def standard_error(values: np.ndarray) -> float | None:
+    """The standard error of the mean of ``values (N,)``: ``s / sqrt(N)``.
+
+    ``s`` is the sample standard deviation with Bessel's correction (``ddof=1``),
+    the usual estimate of the spread of the test images' values; None for
+    fewer than two values, which have no spread to estimate.
+    """
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        return None
+    return float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def active_units(

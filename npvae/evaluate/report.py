@@ -10,6 +10,7 @@ evaluation does not erase the first.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,49 +23,74 @@ from npvae.runs import DATASET_TITLES
 CHUNK_ROWS = 5_000
 
 
-def evaluation_key(checkpoint: str, epoch: int | None, k: int, n_test: int, seed: int) -> str:
-    """``"best@10 k=5000 n_test=10000 seed=1"``: what makes two evaluations different."""
+def evaluation_key(
+    checkpoint: str, epoch: int | None, k: int | None, n_test: int, seed: int
+) -> str:
+    """``"best@10 k=5000 n_test=10000 seed=1"``: what makes two evaluations different.
+
+    ``k`` is None for an autoencoder, which draws no importance samples: its key has no k.
+    """
     weights = checkpoint if epoch is None else f"{checkpoint}@{epoch}"
-    return f"{weights} k={k} n_test={n_test} seed={seed}"
+    samples = "" if k is None else f" k={k}"
+    return f"{weights}{samples} n_test={n_test} seed={seed}"
 
 
 def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) -> dict:
     """Evaluate ``saved.model`` (a :class:`npvae.runs.SavedRun`) on test images ``x (N, D)``.
 
     ``x`` is already prepared (scaled, binarised once if the model trained on
-    binary data).  ``k`` importance samples per image for a VAE or IWAE (0:
-    no log-likelihood); ``seed`` seeds every draw (the ELBO's noise, the
-    samples, a denoising AE's corruption).  ``progress(done)`` is called as
-    images finish.  Returns the JSON-able record that ``eval.json`` keeps.
+    binary data).  ``seed`` seeds every draw; the numbers are
+    :func:`evaluate_model`'s, headed by what was evaluated.  Returns the
+    JSON-able record that ``eval.json`` keeps.
     """
-    model = saved.model
-    rng = np.random.default_rng(seed)
     record: dict = {
         "model": saved.title(),
-        "weights": str(saved.source),
+        "weights": str(Path(saved.source).absolute()),
         "checkpoint": saved.checkpoint,
         "epoch": saved.epoch,
         "step": saved.step,
         "n_test": len(x),
         "seed": seed,
     }
+    rng = np.random.default_rng(seed)
+    record.update(evaluate_model(saved.model, x, rng, k=k or 0, progress=progress))
+    return record
+
+
+def evaluate_model(
+    model, x: np.ndarray, rng: np.random.Generator, *, k: int, ll_images: int | None = None,
+    progress=None,
+) -> dict:  # fmt: skip
+    """The numbers of one evaluation of ``model`` on test images ``x (N, D)``, JSON-able.
+
+    Both records of a run hold this: training's ``results.json`` and
+    ``eval.json``'s entries.  ``rng`` draws, in order, the noise of the test
+    loss (so ``test.loss`` is the loss its draws give: training passes the
+    generator of its last ``metrics.csv`` row), a denoising AE's corruption,
+    then the importance samples.  ``k`` importance samples per image for a VAE
+    or IWAE (0: no log-likelihood), on the first ``ll_images`` images (None:
+    all).  ``progress(done)`` is called as images finish.
+
+    Returns ``test`` (the model's loss and its terms per image: ``loss``, the
+    objective it trained on; ``recon``; for a VAE or IWAE ``elbo`` and ``kl``,
+    and the IWAE's ``bound``); for an autoencoder ``unit`` and what its variant
+    is judged by; for a VAE or IWAE ``kl_per_dim``, ``active_units`` and, with
+    ``k``, ``log_likelihood`` (nats, its standard error over images, k, images).
+    """
+    test = estimators.evaluate_loss(model, x, rng)
     if not hasattr(model, "log_importance_weights"):
         metrics = estimators.autoencoder_metrics(model, x, rng)
-        record["test"] = _jsonable(metrics)
-        record["unit"] = _ae_unit(model)
         if progress is not None:
             progress(len(x))
-        return record
+        return {"test": {"loss": test["loss"], **_jsonable(metrics)}, "unit": _ae_unit(model)}
 
-    test = estimators.evaluate_loss(model, x, rng)
     kl_per_dim = test.pop("kl_per_dim")
-    record["test"] = {"elbo": test["elbo"], "recon": test["recon"], "kl": test["kl"]}
+    record: dict = {"test": {key: test[key] for key in ("loss", "elbo", "recon", "kl")}}
     if "bound" in test:  # the IWAE, with one stochastic layer or two
         record["test"]["bound"] = test["bound"]
         record["test"]["bound_k"] = int(model.config["k"])
     elif model.config.get("beta", 1.0) != 1.0:
-        record["test"]["loss"] = test["loss"]  # the beta-weighted objective it trained on
-        record["test"]["beta"] = float(model.config["beta"])
+        record["test"]["beta"] = float(model.config["beta"])  # the loss weighs the KL by it
     record["kl_per_dim"] = [round(float(v), 6) for v in kl_per_dim]
     count, variances = estimators.active_units(model, x)
     record["active_units"] = {
@@ -81,20 +107,19 @@ def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) ->
             "z2": [int(active[first:].sum()), second],
         }
     if k > 0:
+        images = x if ll_images is None else x[:ll_images]
         started = time.perf_counter()
         sampled = estimators.importance_sampled(
-            model, x, rng, n_samples=k, max_rows=CHUNK_ROWS, progress=progress
+            model, images, rng, n_samples=k, max_rows=CHUNK_ROWS, progress=progress
         )
-        seconds = time.perf_counter() - started
         record["log_likelihood"] = {
             "nats": float(sampled.log_px.mean()),
-            "standard_error": float(sampled.log_px.std(ddof=1) / np.sqrt(len(x)))
-            if len(x) > 1
-            else None,
+            "standard_error": estimators.standard_error(sampled.log_px),
             "k": k,
+            "images": len(images),
             "elbo_same_samples": float(sampled.elbo.mean()),
-            "monte_carlo_error": float(np.sqrt(np.mean(sampled.mc_error**2) / len(x))),
-            "seconds": round(seconds, 2),
+            "monte_carlo_error": float(np.sqrt(np.mean(sampled.mc_error**2) / len(images))),
+            "seconds": round(time.perf_counter() - started, 2),
         }
     elif progress is not None:
         progress(len(x))
@@ -103,7 +128,7 @@ def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) ->
 
 def _ae_unit(model) -> str:
     if model.config.get("reconstruction") == "bernoulli":
-        return "nats (cross-entropy per image)"
+        return "nats of cross-entropy per image"
     return "squared error per image"
 
 

@@ -7,22 +7,21 @@ training prepared it (``npvae.runs``).  :data:`DRAWERS` maps each subcommand
 of ``python -m npvae.figures`` to the function that draws it from such a
 :class:`Opened` run.
 
-Where a figure goes by default: a run folder's figures go in ``RUN/figures/``
-(so they never replace the figures training wrote at the top of the folder);
-a model file's go beside it as ``<file stem>-<name>.png``.
+Where a figure goes by default: a run folder's figures go in ``RUN/figures/``,
+where training drew its own (:mod:`npvae.runfolder`); a model file's go
+beside it as ``<file stem>-<name>.png``.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from npvae import plots, runs
+from npvae import plots, runfolder, runs
 from npvae.config import Config, validate
-from npvae.errors import ConfigError
+from npvae.errors import ConfigError, DataError
 from npvae.figures import stochastic
 
 #: Each subcommand's file name (without ``.png``).
@@ -72,8 +71,10 @@ def open_run(
             )
         config = saved.config if data_dir is None else replace(saved.config, data_dir=data_dir)
     else:
+        # A model file does not say what it trained on: MNIST unless told, with no
+        # fallback to other images (as python -m npvae.evaluate).
         config = validate(
-            Config(dataset=dataset or "auto", data_dir=data_dir, binarize=binarize or "none")
+            Config(dataset=dataset or "mnist", data_dir=data_dir, binarize=binarize or "none")
         )
     if not need_data:
         empty = np.empty((0, saved.model.config["input_dim"]), dtype=saved.model.dtype)
@@ -82,7 +83,13 @@ def open_run(
         data = runs.recorded_data(config, saved.record)
         title = saved.title()
     else:
-        data = runs.load_data(config)
+        try:
+            data = runs.load_data(config)
+        except DataError as err:
+            raise DataError(
+                f"{target} is a model file, which does not record its data; give --dataset "
+                f"(mnist, fashion-mnist or digits) and --data-dir if needed: {err}"
+            ) from None
         title = runs.run_title(saved.model, data.name, None)
     x = runs.prepare_images(
         data.x_test, config.binarize, runs.test_binarize_seed(config), saved.model.dtype
@@ -97,10 +104,9 @@ def open_run(
 
 def default_path(saved: runs.SavedRun, name: str) -> Path:
     """Where subcommand ``name``'s figure goes without ``--out`` (see the module's docstring)."""
-    file_name = FILE_NAMES[name] + ".png"
     if saved.folder is not None:
-        return saved.folder / "figures" / file_name
-    return saved.source.with_name(f"{saved.source.stem}-{file_name}")
+        return runfolder.figure_path(saved.folder, FILE_NAMES[name])
+    return saved.source.with_name(f"{saved.source.stem}-{FILE_NAMES[name]}.png")
 
 
 # ----- the drawings --------------------------------------------------------------------------
@@ -191,7 +197,9 @@ def draw_curves(opened: Opened, path: Path, rng: np.random.Generator, options) -
     folder = opened.saved.folder
     if folder is None:
         raise ConfigError(f"curves needs a run folder; {opened.saved.source} is a bare model file")
-    rows = read_metrics(folder / "metrics.csv")
+    rows = runfolder.read_metrics(folder)
+    if not rows:
+        raise ConfigError(f"{folder} has no epochs yet; train the run for one epoch first")
     unit = plots.loss_unit(opened.saved.model)
     return plots.plot_curves(path, rows, title=opened.title, unit=unit)
 
@@ -220,18 +228,3 @@ DRAWERS = {
     "curves": draw_curves,
     "encode": draw_encode,
 }
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The rows of ``metrics.csv``; a ConfigError naming the file if it is missing or damaged."""
-    try:
-        with open(path, newline="") as file:
-            rows = list(csv.DictReader(file))
-        for row in rows:
-            int(row["epoch"])
-            float(row["train_loss"])
-    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError):
-        raise ConfigError(f"{path} is missing or damaged; it holds the curves") from None
-    if not rows:
-        raise ConfigError(f"{path} has no epochs yet; train the run for one epoch first")
-    return rows
