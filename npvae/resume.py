@@ -21,6 +21,7 @@ import numpy as np
 from npvae import runfolder
 from npvae.config import Config, ResumeRequest, record
 from npvae.errors import CheckpointError, ConfigError
+from npvae.validate import counted
 
 #: The settings a resumed run may change: none of them changes the model or its data
 #: (``data_dir`` says where the same files are now: they are checked by their checksums).
@@ -111,15 +112,15 @@ def check_epochs(config: Config, saved, place: Place, given: dict) -> bool:
     folder, path = place.folder, place.checkpoint
     if config.epochs < saved.epoch or (config.epochs == saved.epoch and saved.extra.get("partial")):
         raise ConfigError(
-            f"{folder} already has {saved.epoch} epochs; "
+            f"{folder} already has {counted(saved.epoch, 'epoch')}; "
             f"to train on, give --epochs more than {saved.epoch}"
         )
     if config.epochs > saved.epoch:
         return False
     if path.name != "last.npz":
         raise ConfigError(
-            f"{path.name} has {saved.epoch} epochs; to train on from it, give --epochs more "
-            f"than {saved.epoch} (to evaluate it: python -m npvae.evaluate {path})"
+            f"{path.name} has {counted(saved.epoch, 'epoch')}; to train on from it, give --epochs "
+            f"more than {saved.epoch} (to evaluate it: python -m npvae.evaluate {path})"
         )
     finished = runfolder.has_results(folder)
     labels = getattr(given, "labels", {})
@@ -177,7 +178,9 @@ def check_position(saved, n_train: int, batch_size: int, path: Path) -> tuple[fl
         if not _whole(batch, 1) or batch > n_batches:
             raise damaged(f"interrupted after batch {batch!r}, not one of 1 to {n_batches}")
         if not _whole(n) or n != min(batch * batch_size, n_train):
-            raise damaged(f"{n!r} examples done in {batch} batches of {batch_size}")
+            raise damaged(
+                f"{n!r} examples done in {counted(batch, 'batch', 'batches')} of {batch_size}"
+            )
         numbers = isinstance(sums, dict) and all(
             isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
             for value in sums.values()
@@ -188,9 +191,12 @@ def check_position(saved, n_train: int, batch_size: int, path: Path) -> tuple[fl
         if order is None:
             raise damaged("no batch order for the interrupted epoch")
         if order.shape != (n_train,) or order.dtype.kind not in "iu":
-            raise damaged(f"batch order is {order.dtype}{list(order.shape)}, not {n_train} indices")
+            indices = counted(n_train, "index", "indices")
+            raise damaged(f"batch order is {order.dtype}{list(order.shape)}, not {indices}")
         if not np.array_equal(np.sort(order), np.arange(n_train)):
-            raise damaged(f"batch order is not a permutation of the {n_train} training examples")
+            raise damaged(
+                f"batch order is not a permutation of the {counted(n_train, 'training example')}"
+            )
         partial = {**partial, "sums": dict(sums), "order": order}
     elif order is not None:
         raise damaged("a batch order but no interrupted epoch")
@@ -198,7 +204,8 @@ def check_position(saved, n_train: int, batch_size: int, path: Path) -> tuple[fl
     if saved.step != done:
         raise damaged(
             f"step {saved.step} does not match epoch {saved.epoch} "
-            f"(and batch {partial.get('batch', 0)}) of {n_batches} batches: {done} expected"
+            f"(and batch {partial.get('batch', 0)}) of {counted(n_batches, 'batch', 'batches')}: "
+            f"{done} expected"
         )
     return float(best), partial
 

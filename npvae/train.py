@@ -40,7 +40,7 @@ from npvae.evaluate import report
 from npvae.memory import check_training
 from npvae.optim import clip_grad_norm
 from npvae.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
-from npvae.validate import GENERATIVE, K_SAMPLE
+from npvae.validate import GENERATIVE, K_SAMPLE, counted
 
 EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -148,7 +148,7 @@ def _resume_locked(place, given: dict) -> Run:
     config = validate(replace(before, **given), given.labels if hasattr(given, "labels") else {})
     if check_epochs(config, saved, place, given):
         raise TrainingStopped(
-            f"nothing to do: {folder} already has its {saved.epoch} epochs and results; "
+            f"nothing to do: {folder} already has its {counted(saved.epoch, 'epoch')} and results; "
             f"to train on, give --epochs more than {saved.epoch}",
             0,
         )
@@ -401,10 +401,11 @@ def _summary(results: dict) -> str:
         ll = results["log_likelihood"]
         error = "" if ll["standard_error"] is None else f" ± {ll['standard_error']:.2f}"
         parts.append(
-            f"log p(x) ≈ {ll['nats']:.2f}{error} ({ll['k']} samples, {ll['images']} images)"
+            f"log p(x) ≈ {ll['nats']:.2f}{error} "
+            f"({counted(ll['k'], 'sample')}, {counted(ll['images'], 'image')})"
         )
     if "active_units" in results:
-        parts.append(f"{results['active_units']['count']} active units")
+        parts.append(counted(results["active_units"]["count"], "active unit"))
     return ", ".join(parts)
 
 

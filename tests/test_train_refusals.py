@@ -212,7 +212,7 @@ CASES = [
     ("resume-lr-with-nothing-to-train", None, resume("done", "--epochs", "1", "--lr", "0.1"),
      2, ["has no epochs left to train and has its results", "--lr would change nothing"]),
     ("resume-from-best-nothing-to-train", None, resume("done", "--epochs", "1", "--from", "best"),
-     2, ["best.npz has 1 epochs", "give --epochs more than 1", "npvae.evaluate"]),
+     2, ["best.npz has 1 epoch;", "give --epochs more than 1", "npvae.evaluate"]),
     ("resume-from-nonsense", None, resume("done", "--from", "worst"), 2,
      ["--from 'worst' is not one of: last, best"]),
     ("from-without-resume", None, lambda p: p.new("--from", "best"), 2, ["give --resume too"]),

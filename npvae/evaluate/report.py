@@ -16,6 +16,7 @@ import numpy as np
 
 from npvae.evaluate import estimators
 from npvae.runs import DATASET_TITLES
+from npvae.validate import counted
 
 #: Decoder rows per chunk of the importance sampler.  Measured on 2 cores (the paper's
 #: 784-200-200-50 net): 5,000 rows ran 1.11 s where 20,000 took 1.4-1.6 s and 2,000
@@ -145,7 +146,9 @@ def format_table(record: dict) -> str:
     dataset = DATASET_TITLES.get(record.get("dataset"), record.get("dataset", "?"))
     binarized = record.get("binarize_seed")
     how = "binarised once with seed" if binarized is not None else "grey levels; draws from seed"
-    lines.append(f"  test set     {record['n_test']} images of {dataset}, {how} {record['seed']}")
+    lines.append(
+        f"  test set     {counted(record['n_test'], 'image')} of {dataset}, {how} {record['seed']}"
+    )
     test = record["test"]
     if "unit" in record:
         lines.append(f"  reconstruction error  {test['recon']:.4f}  ({record['unit']})")
@@ -172,7 +175,7 @@ def format_table(record: dict) -> str:
         ll = record["log_likelihood"]
         se = "" if ll["standard_error"] is None else f" ± {ll['standard_error']:.2f}"
         lines.append(
-            f"  log p(x), {ll['k']} importance samples {ll['nats']:8.2f}{se}"
+            f"  log p(x), {counted(ll['k'], 'importance sample')} {ll['nats']:8.2f}{se}"
             f"   ({ll['seconds']:.1f} s)"
         )
         lines.append(f"    ELBO from the same samples    {ll['elbo_same_samples']:10.2f}")

@@ -156,7 +156,7 @@ def draw_latent(opened: Opened, path: Path, rng: np.random.Generator, options) -
     codes = model.codes(x)  # (N, d)
     return plots.plot_latent(
         path, codes, labels, title=opened.title, projection=options.projection,
-        kl_per_dim=kl_per_dim,
+        kl_per_dim=kl_per_dim, kind=model.kind,
     )  # fmt: skip
 
 
