@@ -76,6 +76,7 @@ def check_output(
     flag: str = "--out",
     advice: str = "choose another path",
     png: bool = True,
+    example: str = "figure.png",
 ) -> Path:
     """``path``, absolute, once it is known that it can be written: a ConfigError if not.
 
@@ -87,12 +88,13 @@ def check_output(
     of its folder is a file; the nearest folder of it that exists cannot be
     written in (no permission, or a read-only file system); or, with ``png``,
     it is a file but not a PNG (a figure replaces a figure, never another file).
+    ``example`` is the file name the folder's message suggests.
     """
     given = Path(path)
     target = given.expanduser().absolute()
     if target.is_dir():
         raise ConfigError(
-            f"{flag} {given} is a folder; give a file name in it, such as {given / 'figure.png'}"
+            f"{flag} {given} is a folder; give a file name in it, such as {given / example}"
         )
     existing = next(folder for folder in target.parents if os.path.lexists(folder))
     if not existing.is_dir():

@@ -340,34 +340,6 @@ def evaluations_path(folder: Path | None, source: Path) -> Path:
     return Path(source).with_name(Path(source).stem + ".eval.json")
 
 
-def output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """``path`` as an absolute output file whose folder exists (made if missing).
-
-    A ConfigError in one line when ``path`` is a folder, or its folder cannot
-    be made (a file in the way, no permission).
-    """
-    path = Path(path).expanduser().absolute()
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; give a file name inside it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError(
-            f"{flag} {path}: {_blocking(path.parent)} is a file, not a folder"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"{flag} {path}: cannot make its folder ({err.strerror})") from None
-    return path
-
-
-def _blocking(folder: Path) -> Path:
-    """The first part of ``folder`` that exists and is not a folder."""
-    for parent in [*reversed(folder.parents), folder]:
-        if parent.exists() and not parent.is_dir():
-            return parent
-    return folder
-
-
 def read_evaluations(path: Path, given: bool = False) -> dict:
     """The evaluations already in ``path`` (``{}`` if it does not exist).
 
@@ -400,6 +372,7 @@ def add_evaluation(path: Path, key: str, record: dict, given: bool = False) -> N
     """
     path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # --out may name a new folder
         with _file_lock(path):
             evaluations = read_evaluations(path, given)
             evaluations[key] = record

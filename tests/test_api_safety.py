@@ -177,6 +177,9 @@ def test_a_gaussian_noise_denoising_ae_encodes_its_corrupted_inputs():
     assert model.reconstruct(noisy).shape == noisy.shape
     report = model.loss(pixels(), x_tilde=noisy, grad=False)
     assert np.isfinite(report["loss"])
+    # Its target is still scored by a Bernoulli likelihood: that must lie in [0, 1].
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        model.loss(noisy, x_tilde=noisy, grad=False)
     noisy[0, 0] = np.nan
     with pytest.raises(ConfigError, match="NaN"):
         model.encode(noisy)

@@ -121,9 +121,13 @@ def test_evaluate_out_says_what_is_true_of_the_path(tiny, tmp_path, capsys):
     assert notes.read_text() == "my notes\n"  # untouched
     status, _, stderr = evaluate([run, *quick, "--out", tmp_path], capsys)
     assert status == 2
-    assert one_line(stderr) == f"error: --out {tmp_path} is a folder; give a file name inside it"
+    assert one_line(stderr) == (
+        f"error: --out {tmp_path} is a folder; give a file name in it, such as "
+        f"{tmp_path / 'eval.json'}"
+    )
     status, _, stderr = evaluate([run, *quick, "--out", notes / "e.json"], capsys)
-    assert status == 2 and one_line(stderr).endswith(f"{notes} is a file, not a folder")
+    assert status == 2
+    assert one_line(stderr).endswith(f"{notes} is a file, not a folder; choose another path")
     # A missing folder is made, as figures makes its own.
     new = tmp_path / "new" / "deeper" / "e.json"
     status, stdout, stderr = evaluate([run, *quick, "--out", new], capsys)

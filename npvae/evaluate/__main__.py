@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from npvae import __version__, _warm, runfolder, runs
+from npvae._files import check_output
 from npvae._threads import CpuWatch, parse_threads, use_threads
 from npvae.config import Config, OneLineParser, validate, whole_number
 from npvae.errors import ConfigError, NpvaeError
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         x, _, dataset, binarize, seed = _test_images(saved, args)
         check_evaluation(saved.model, len(x), k or 0)
         if args.out:
-            path = runfolder.output_file(args.out)
+            path = check_output(args.out, png=False, example="eval.json")
         else:
             path = runfolder.evaluations_path(saved.folder, saved.source)
         runfolder.read_evaluations(path, given=bool(args.out))  # refused now, not after hours

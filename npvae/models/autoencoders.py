@@ -109,7 +109,10 @@ class Autoencoder(Model):
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """``x (N, D) -> code (N, d)`` (clean input, no corruption)."""
-        return self.encoder.forward(self._check_input(x))
+        # A denoising AE with Gaussian noise is trained to encode x + noise, outside [0, 1].
+        return self.encoder.forward(
+            self._check_input(x, scored=self.config.get("noise") != "gaussian")
+        )
 
     def decode(self, code: np.ndarray) -> np.ndarray:
         """``code (N, d) -> (N, D)``: pixel probabilities, or values for squared error."""
@@ -154,7 +157,7 @@ class Autoencoder(Model):
         x = self._check_input(x)
         n = len(x)
         if x_tilde is not None:
-            inputs = self._check_input(x_tilde)
+            inputs = self._check_input(x_tilde, scored=False)  # only the encoder sees it
             if inputs.shape != x.shape:
                 raise ValueError(f"x_tilde has shape {inputs.shape}, x has {x.shape}")
         elif grad if corrupt is None else corrupt:

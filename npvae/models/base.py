@@ -146,9 +146,10 @@ class Model(ABC):
         """Clear every gradient in place: one fill of :attr:`flat_grads`."""
         self.flat_grads.fill(0)
 
-    def _check_input(self, x: np.ndarray) -> np.ndarray:
+    def _check_input(self, x: np.ndarray, scored: bool = True) -> np.ndarray:
         """``x`` must be ``(N, input_dim)`` of the model's dtype (no silent cast), finite, and
-        in [0, 1] where the model scores it with a Bernoulli likelihood.
+        in [0, 1] where the model scores it with a Bernoulli likelihood (``scored``: False
+        for what only the encoder sees, such as a denoising AE's Gaussian-corrupted input).
 
         The range costs one ``min`` and one ``max`` over the batch, a few microseconds
         against a step's milliseconds.  Whole numbers (the datasets' uint8 pixels, 0..255)
@@ -165,7 +166,7 @@ class Model(ABC):
             if not (np.isfinite(low) and np.isfinite(high)):
                 what = "NaN" if np.isnan(low) or np.isnan(high) else "infinite values"
                 raise ConfigError(f"input holds {what}; the model takes finite numbers")
-            if self._bounded_input() and (low < 0 or high > 1):
+            if scored and self._bernoulli() and (low < 0 or high > 1):
                 raise ConfigError(
                     f"input holds values from {low:g} to {high:g}, but this {self.kind}'s "
                     "Bernoulli likelihood takes values in [0, 1]: scale them first "
@@ -173,12 +174,9 @@ class Model(ABC):
                 )
         return x
 
-    def _bounded_input(self) -> bool:
-        """Whether inputs must lie in [0, 1]: the likelihood is Bernoulli, whose log p(x|z)
-        means nothing outside it.  A denoising AE with Gaussian noise is the exception: its
-        encoder is trained on ``x + noise``, and the evaluation encodes such inputs."""
-        bernoulli = self.config.get("likelihood", self.config.get("reconstruction")) == "bernoulli"
-        return bernoulli and self.config.get("noise") != "gaussian"
+    def _bernoulli(self) -> bool:
+        """Whether the likelihood is Bernoulli, whose log p(x|z) means nothing outside [0, 1]."""
+        return self.config.get("likelihood", self.config.get("reconstruction")) == "bernoulli"
 
     def _dtype_hint(self, x: np.ndarray) -> str:
         """What is wrong with ``x``'s dtype, and the cast that mends it, in one line."""
