@@ -26,6 +26,7 @@ import sys
 import time
 
 from npvae.errors import ConfigError
+from npvae.validate import counted
 
 #: Seconds that ``auto`` watches the machine at least, before it decides (the kernel
 #: counts CPU time in ticks of 10 ms, so this is 15 ticks a core).
@@ -124,9 +125,9 @@ def choose_threads(
         return 1, "auto: 1 core"
     busy = (watch or CpuWatch()).cores_busy_elsewhere()
     if busy is None:
-        return cores, f"auto: {cores} cores"
+        return cores, f"auto: {counted(cores, 'core')}"
     idle = max(1, min(cores, int(cores - busy + (1 - IDLE_FRACTION))))
-    return idle, f"auto: other work is using {busy:.1f} of {cores} cores"
+    return idle, f"auto: other work is using {busy:.1f} of {counted(cores, 'core')}"
 
 
 def set_threads(count: int):

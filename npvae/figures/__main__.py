@@ -23,7 +23,7 @@ import numpy as np
 from npvae import __version__, _warm
 from npvae._files import check_output
 from npvae._threads import CpuWatch, parse_threads, use_threads
-from npvae.config import APPLIES, Config, OneLineParser, applies
+from npvae.config import APPLIES, Config, OneLineParser, applies, whole_number
 from npvae.errors import ConfigError, NpvaeError
 
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
@@ -73,16 +73,18 @@ def _add_run_flag(sub: argparse.ArgumentParser, flag: str) -> None:
     elif flag == "--threads":
         sub.add_argument(flag, default="auto", help=THREADS_HELP)
     elif flag == "--seed":
-        sub.add_argument(flag, type=int, help="seed of the draws (default 0)")
+        sub.add_argument(flag, type=whole_number("--seed"), help="seed of the draws (default 0)")
     elif flag == "--projection":
         sub.add_argument(
             flag, choices=("pca", "kl"), default="pca",
             help="above 2 dims: PCA, or the two dimensions with the most KL",
         )  # fmt: skip
     elif flag == "--index":
-        sub.add_argument(flag, type=int, default=0, help="which test image")
+        sub.add_argument(flag, type=whole_number("--index"), default=0, help="which test image")
     elif flag == "--draws":
-        sub.add_argument(flag, type=int, default=20, help="codes drawn for it")
+        sub.add_argument(
+            flag, type=whole_number("--draws", 1), default=20, help="codes drawn for it"
+        )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -107,10 +109,17 @@ def make_parser() -> argparse.ArgumentParser:
         "prior samples under each; also draws the stochastic encoding beside it.",
         allow_abbrev=False,
     )
-    compare.add_argument("--epochs", type=int, default=10, help="epochs per model (default 10)")
+    compare.add_argument(
+        "--epochs",
+        type=whole_number("--epochs", 1),
+        default=10,
+        help="epochs per model (default 10)",
+    )
     compare.add_argument("--dataset", default="auto", help="mnist, fashion-mnist, digits or auto")
     compare.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files")
-    compare.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
+    compare.add_argument(
+        "--seed", type=whole_number("--seed"), default=0, help="seed of weights and shuffling"
+    )
     compare.add_argument("--threads", default="auto", help=THREADS_HELP)
     compare.add_argument(
         "--out", metavar="PATH", default="compare.png",

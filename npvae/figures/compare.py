@@ -40,6 +40,7 @@ from npvae.errors import ConfigError
 from npvae.figures import stochastic
 from npvae.models import VAE
 from npvae.optim import Adam
+from npvae.validate import counted
 
 #: (name, the VAE settings that make the objective).
 OBJECTIVES = (
@@ -175,13 +176,14 @@ def run(args, watch: CpuWatch | None = None, written: list | None = None) -> lis
         trained = train_three(data.x_train, x_test, args.epochs, args.seed, progress=progress)
     for one in trained:
         print(
-            f"{one.name}: {args.epochs} epochs in {one.seconds:.0f} s; test recon "
+            f"{one.name}: {counted(args.epochs, 'epoch')} in {one.seconds:.0f} s; test recon "
             f"{one.recon:.1f} nats, KL {one.kl:.2f} nats; spread of the latent means "
             f"{one.spread:.2f}",
             flush=True,
         )
     dataset = runs.DATASET_TITLES.get(data.name, data.name)
-    title = f"VAE {runs.architecture(trained[0].model)} on {dataset}, {args.epochs} epochs each"
+    epochs = counted(args.epochs, "epoch")
+    title = f"VAE {runs.architecture(trained[0].model)} on {dataset}, {epochs} each"
     rng = np.random.default_rng(args.seed)
     with _writing(out):
         written.append(plot_compare(out, trained, data.y_test, rng, title))

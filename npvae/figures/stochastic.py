@@ -20,6 +20,7 @@ from matplotlib.patches import Ellipse
 
 from npvae import plots
 from npvae.distributions import DiagonalGaussian
+from npvae.validate import counted
 
 #: Other test images' means drawn behind the draws, for context.
 BACKGROUND_IMAGES = 3000
@@ -70,7 +71,7 @@ def describe(encoding: Encoding, shown: int = 5) -> str:
     where = "" if len(encoding.mu) == 2 else f" in dimensions z{i + 1}, z{j + 1}"
     return (
         f"stochastic encoding: {what} has posterior mean {pair(encoding.mu)} and standard "
-        f"deviation {pair(encoding.sigma)}{where}; encoded {shown} times, z = {draws}"
+        f"deviation {pair(encoding.sigma)}{where}; encoded {counted(shown, 'time')}, z = {draws}"
     )
 
 
@@ -116,7 +117,8 @@ def plot_stochastic(
     ax.set_ylabel(f"z{j + 1}")
     ax.legend(fontsize=7, loc="upper right", markerscale=0.8)
     ax.set_title(
-        f"{len(z)} draws from q(z|x); ellipses: 1 and 2 sd\n(grey: other test images' means)",
+        f"{counted(len(z), 'draw')} from q(z|x); ellipses: 1 and 2 sd\n"
+        "(grey: other test images' means)",
         fontsize=9,
     )
 
