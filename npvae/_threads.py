@@ -154,10 +154,23 @@ class Threads:
     """What :func:`threads` chose: ``count`` and ``reason``; unpacks as ``count, reason``.
 
     As a context manager, it puts back the BLAS's previous limits when the block ends.
+    Chosen by ``"auto"`` with more than one thread, :meth:`tick` after each training
+    step keeps the steps on the faster of ``count`` threads and one
+    (:class:`npvae._tuner.ThreadTuner`), as ``python -m npvae.train`` does.
     """
 
-    def __init__(self, count: int, reason: str, limiter) -> None:
+    def __init__(self, count: int, reason: str, limiter, auto: bool = False) -> None:
         self.count, self.reason, self._limiter = count, reason, limiter
+        self._tuner = None
+        if auto and count > 1:
+            from npvae._tuner import ThreadTuner
+
+            self._tuner = ThreadTuner(count)
+
+    def tick(self) -> None:
+        """Count one training step (does nothing unless ``"auto"`` chose several threads)."""
+        if self._tuner is not None:
+            self._tuner.tick()
 
     def __iter__(self):
         return iter((self.count, self.reason))
@@ -191,9 +204,13 @@ def threads(requested="auto") -> Threads:
         npvae.threads("auto")          # for the rest of the process
         with npvae.threads(1):         # for the block, then the previous limits
             ...
+        chosen = npvae.threads("auto")
+        for x in batches:              # a training loop
+            ...
+            chosen.tick()              # keeps the steps on the faster of its count and one
 
     Returns a :class:`Threads`: ``count, reason = npvae.threads("auto")``.  A bad
     value is a :class:`~npvae.errors.ConfigError`.
     """
     count, reason = choose_threads(requested, name="threads")
-    return Threads(count, reason, set_threads(count))
+    return Threads(count, reason, set_threads(count), auto=parse_threads(requested) is None)

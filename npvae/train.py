@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from npvae import __version__, _warm, evaluate, kernels, runfolder, runs
-from npvae._threads import CpuWatch, use_threads
+from npvae._threads import CpuWatch, parse_threads, use_threads
+from npvae._tuner import ThreadTuner
 from npvae.build import build_model, model_recipe, optimizer_for, schedule_for
 from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from npvae.config import Config, ResumeRequest, from_dict, parse_args, record, validate
@@ -186,23 +187,24 @@ def _resume_locked(place, given: dict) -> Run:
 # ----- the loop --------------------------------------------------------------------------
 
 
-def train(run: Run) -> None:
+def train(run: Run, tuner: ThreadTuner | None = None) -> None:
     """Epochs from ``run.epoch`` to ``config.epochs``; checkpoints after each.
 
     Ctrl-C and SIGTERM stop it after the current batch; their previous
-    handlers are back however it ends (``main`` may be called again).
+    handlers are back however it ends (``main`` may be called again).  A
+    ``tuner`` (``--threads auto``) keeps the steps on the faster thread count.
     """
     stop = _StopFlag()
     try:
         # The NaN guard reports a divergence in one line; numpy's overflow
         # warnings on the way there would only bury it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            _train_epochs(run, stop)
+            _train_epochs(run, stop, tuner)
     finally:
         stop.restore()
 
 
-def _train_epochs(run: Run, stop: _StopFlag) -> None:
+def _train_epochs(run: Run, stop: _StopFlag, tuner: ThreadTuner | None) -> None:
     config, model = run.config, run.model
     schedule = schedule_for(config)
     batches = Batches(
@@ -221,6 +223,8 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
         run.partial = {}
         started, resumed_at = time.perf_counter(), partial["n"]
         bar = _progress(len(batches), f"epoch {epoch}/{config.epochs}", partial["batch"])
+        if tuner is not None:
+            tuner.restart()  # the evaluation between epochs is not a step
         for index, x in batches.iter_from(partial["order"], partial["batch"]):
             report = model.loss(x, run.rng, step=run.step)
             _check_finite(run, report["loss"], epoch, index)
@@ -228,6 +232,8 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
                 clip_grad_norm(model.grads, config.clip)
             run.optimizer.step(model.grads)
             run.step += 1
+            if tuner is not None:
+                tuner.tick()
             for key in ("loss", "recon", "kl"):
                 partial["sums"][key] = partial["sums"].get(key, 0.0) + report.get(key, 0.0) * len(x)
             partial["n"] += len(x)
@@ -257,7 +263,10 @@ def _train_epochs(run: Run, stop: _StopFlag) -> None:
             run.best = selection
             _save(run, "best")
         _save(run, "last")
-        print(_epoch_line(row, config.epochs, config.model), flush=True)
+        line = _epoch_line(row, config.epochs, config.model)
+        if tuner is not None:
+            line += f", {tuner.most} threads for {tuner.share():.0%} of steps so far"
+        print(line, flush=True)
         if stop.signal:  # it came during the evaluation or the checkpoint
             raise TrainingStopped(
                 f"stopped by {stop.name} at the end of epoch {epoch}; checkpoint written; "
@@ -514,8 +523,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: {run.data.summary()}", flush=True)
         print(f"model: {run.model!r}", flush=True)
         count, reason = use_threads(run.config.threads, watch)
+        tuner = None
+        if count > 1 and parse_threads(run.config.threads) is None:
+            tuner = ThreadTuner(count)
+            reason += "; one when that is faster (npvae/_tuner.py)"
         print(f"threads: {count} ({reason})", flush=True)
-        train(run)
+        train(run, tuner)
         run.data = _without_training_images(run.data)
         results = finish(run)
         print(f"done: {_summary(results)}", flush=True)
