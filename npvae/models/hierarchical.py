@@ -28,7 +28,7 @@ from npvae.distributions import DiagonalGaussian, make_likelihood
 from npvae.errors import ConfigError
 from npvae.layers import Linear
 from npvae.models.base import Model, mlp_parameter_count, register
-from npvae.models.vae import PosteriorMeanVerbs, _check_common, _fold, _repeat
+from npvae.models.vae import PosteriorMeanVerbs, check_sizes, fold_rows, repeat_rows
 from npvae.network import MLP
 
 
@@ -93,8 +93,8 @@ class IWAE2(PosteriorMeanVerbs, Model):
     ) -> None:
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
-        _check_common(input_dim, hidden1, latent1)
-        _check_common(latent1, hidden2, latent2)
+        check_sizes(input_dim, hidden1, latent1)
+        check_sizes(latent1, hidden2, latent2)
         config = dict(locals())
         config.pop("self")
         config["hidden1"] = [int(width) for width in hidden1]
@@ -248,8 +248,8 @@ class IWAE2(PosteriorMeanVerbs, Model):
         # Forward.  q(z1|x) once per example; everything after it once per draw.
         h1 = self.encoder1.forward(x)  # (N, hidden1[-1])
         mu1, log_var1 = self.mu1_head.forward(h1), self.log_var1_head.forward(h1)  # (N, d1)
-        log_var1_rows = _repeat(log_var1, k)  # (k N, d1)
-        z1 = DiagonalGaussian.sample(_repeat(mu1, k), log_var1_rows, eps1)  # (k N, d1)
+        log_var1_rows = repeat_rows(log_var1, k)  # (k N, d1)
+        z1 = DiagonalGaussian.sample(repeat_rows(mu1, k), log_var1_rows, eps1)  # (k N, d1)
         h2 = self.encoder2.forward(z1)  # (k N, hidden2[-1])
         mu2, log_var2 = self.mu2_head.forward(h2), self.log_var2_head.forward(h2)  # (k N, d2)
         z2 = DiagonalGaussian.sample(mu2, log_var2, eps2)  # (k N, d2)
@@ -331,8 +331,8 @@ class IWAE2(PosteriorMeanVerbs, Model):
         # z1 = mu1 + e^{log_var1/2} eps1, and −log q(z1|x) likewise: +1/2 per draw to
         # log_var1, summed over each example's k draws as the copies are folded back.
         dmu1_rows, dlog_var1_rows = DiagonalGaussian.sample_backward(dz1, log_var1_rows, eps1)
-        dmu1 = _fold(dmu1_rows, n)  # (N, d1)
-        dlog_var1 = _fold(dlog_var1_rows, n) + 0.5 * per_row.reshape(k, n).sum(axis=0)[:, None]
+        dmu1 = fold_rows(dmu1_rows, n)  # (N, d1)
+        dlog_var1 = fold_rows(dlog_var1_rows, n) + 0.5 * per_row.reshape(k, n).sum(axis=0)[:, None]
         dh1 = self.mu1_head.backward(dmu1)  # (N, hidden1[-1])
         dh1 += self.log_var1_head.backward(dlog_var1)
         self.encoder1.backward(dh1)

@@ -27,17 +27,19 @@ from npvae.models.base import Model, mlp_parameter_count, register
 from npvae.network import MLP
 
 
-def _repeat(array: np.ndarray, times: int) -> np.ndarray:
+def repeat_rows(array: np.ndarray, times: int) -> np.ndarray:
     """``(N, k) -> (times * N, k)``: one row per sample, sample-major (row ``s N + n``)."""
     return array if times == 1 else np.tile(array, (times, 1))
 
 
-def _fold(rows: np.ndarray, n: int) -> np.ndarray:
-    """``(S * N, k) -> (N, k)``: the sum over each example's samples (undoes :func:`_repeat`)."""
+def fold_rows(rows: np.ndarray, n: int) -> np.ndarray:
+    """``(S * N, k) -> (N, k)``: the sum over each example's samples; undoes :func:`repeat_rows`."""
     return rows.reshape(-1, n, rows.shape[1]).sum(axis=0)
 
 
-def _check_common(input_dim, hidden, latent_dim) -> None:
+def check_sizes(input_dim, hidden, latent_dim) -> None:
+    """Raise :class:`ConfigError` unless the sizes of an encoder ``input_dim -> hidden ->
+    latent_dim`` (and of its mirrored decoder) are positive, with one hidden layer or more."""
     if int(input_dim) < 1 or int(latent_dim) < 1:
         raise ConfigError(
             f"input and latent sizes must be positive, got {input_dim} and {latent_dim}"
@@ -135,7 +137,7 @@ class VAE(PosteriorMeanVerbs, Model):
 
     def _build(self, config: dict) -> None:
         """Make the encoder, the two heads, the decoder and the likelihood from ``config``."""
-        _check_common(config["input_dim"], config["hidden"], config["latent_dim"])
+        check_sizes(config["input_dim"], config["hidden"], config["latent_dim"])
         config["hidden"] = [int(width) for width in config["hidden"]]
         Model.__init__(self, config)
         input_dim, hidden, latent_dim = config["input_dim"], config["hidden"], config["latent_dim"]
@@ -253,9 +255,9 @@ class VAE(PosteriorMeanVerbs, Model):
         # sample-major: row l N + n is draw l of example n.
         h = self.encoder.forward(x)
         mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)  # (N, d)
-        log_var_rows = _repeat(log_var, n_samples)
+        log_var_rows = repeat_rows(log_var, n_samples)
         eps_rows = eps.reshape(n_samples * n, self.latent_dim)
-        z = DiagonalGaussian.sample(_repeat(mu, n_samples), log_var_rows, eps_rows)  # (L N, d)
+        z = DiagonalGaussian.sample(repeat_rows(mu, n_samples), log_var_rows, eps_rows)  # (L N, d)
         out = self.decoder.forward(z)  # (L N, D): logits, or means
         # x (N, D) is paired with the L N rows of out by the likelihood, not tiled L times.
         if grad:
@@ -298,8 +300,8 @@ class VAE(PosteriorMeanVerbs, Model):
         if floor > 0:
             kl_weight[kl_dim_mean <= floor] = 0
         dmu_kl, dlog_var_kl = DiagonalGaussian.kl_grad(mu, log_var)
-        dmu = _fold(dmu_rows, n) + dmu_kl * kl_weight  # (N, d)
-        dlog_var = _fold(dlog_var_rows, n) + dlog_var_kl * kl_weight
+        dmu = fold_rows(dmu_rows, n) + dmu_kl * kl_weight  # (N, d)
+        dlog_var = fold_rows(dlog_var_rows, n) + dlog_var_kl * kl_weight
         dh = self.mu_head.backward(dmu)
         dh += self.log_var_head.backward(dlog_var)
         self.encoder.backward(dh)
@@ -392,9 +394,9 @@ class IWAE(VAE):
         # Forward, as in the VAE: q(z|x), k draws of z per example (rows sample-major), p(x|z).
         h = self.encoder.forward(x)
         mu, log_var = self.mu_head.forward(h), self.log_var_head.forward(h)  # (N, d)
-        log_var_rows = _repeat(log_var, k)
+        log_var_rows = repeat_rows(log_var, k)
         eps_rows = eps.reshape(k * n, self.latent_dim)
-        z = DiagonalGaussian.sample(_repeat(mu, k), log_var_rows, eps_rows)  # (k N, d)
+        z = DiagonalGaussian.sample(repeat_rows(mu, k), log_var_rows, eps_rows)  # (k N, d)
         out = self.decoder.forward(z)  # (k N, D)
         if grad:
             log_px, dout = self.likelihood.log_prob_and_grad(x, out)  # x paired, not tiled
@@ -440,8 +442,8 @@ class IWAE(VAE):
         # −log q(z|x) = 0.5 Σ_j (eps² + log 2π + log_var) at z = mu + sigma eps: mu drops
         # out, and each log_var gets +0.5 from every draw of its example.
         dlog_var_q = 0.5 * per_row.reshape(k, n).sum(axis=0)[:, None]  # (N, 1)
-        dmu = _fold(dmu_rows, n)  # (N, d)
-        dlog_var = _fold(dlog_var_rows, n) + dlog_var_q
+        dmu = fold_rows(dmu_rows, n)  # (N, d)
+        dlog_var = fold_rows(dlog_var_rows, n) + dlog_var_q
         dh = self.mu_head.backward(dmu)
         dh += self.log_var_head.backward(dlog_var)
         self.encoder.backward(dh)
