@@ -1,7 +1,7 @@
 """Training on a busy machine: seconds per epoch beside other work, against a quiet machine.
 
 Four cases, for npvae and for PyTorch, each training in a process of its own
-(``compare_pytorch.py``'s children, the classic VAE 784-400-20, batch 128):
+(``compare_peers.py``'s children, the classic VAE 784-400-20, batch 128):
 
 * ``quiet``: nothing else of ours running;
 * ``busy``: one single-threaded Python loop (``while True: pass``) beside it;
@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_pytorch  # noqa: E402  (the training children)
+import compare_peers  # noqa: E402  (the training children)
 
 CASES = ("quiet", "busy", "mixed", "two")
 
@@ -73,13 +73,13 @@ def stop_load(processes: list[subprocess.Popen]) -> None:
 
 
 def child_command(tool: str, options) -> tuple[list[str], dict]:
-    command = [sys.executable, compare_pytorch.__file__, "--worker", tool, "--configs", "classic"]
+    command = [sys.executable, compare_peers.__file__, "--worker", tool, "--configs", "classic"]
     command += ["--epochs", str(options.epochs), "--limit", str(options.limit)]
     command += ["--data-dir", options.data_dir, "--seed", "0"]
     command += ["--threads", "0", "--no-bound"]  # each tool's own choice of threads
     env = dict(os.environ)
     if tool == "torch":
-        for name in compare_pytorch.NPVAE_ONLY_ENV:
+        for name in compare_peers.NPVAE_ONLY_ENV:
             env.pop(name, None)
     return command, env
 
@@ -102,7 +102,7 @@ def train_once(tool: str, case: str, options) -> tuple[float, list]:
             if child.returncode:
                 raise SystemExit(f"error: a {tool} training failed under the {case} load")
             result = json.loads(out.strip().splitlines()[-1])
-            figures.append(compare_pytorch.epoch_figure(result["seconds"]))
+            figures.append(compare_peers.epoch_figure(result["seconds"]))
             threads.append(result.get("threads", "default"))
         return max(figures), threads
     finally:
@@ -132,12 +132,12 @@ def main(argv=None) -> int:
     for round_ in range(options.rounds):
         for case in cases:
             for tool in tools:  # alternate the tools within each case
-                before = compare_pytorch.load_text()
+                before = compare_peers.load_text()
                 figure, threads = train_once(tool, case, options)
                 seconds.setdefault((tool, case), []).append(figure)
                 print(
                     f"  round {round_ + 1} {case:>5} {tool:>5}: {figure:.2f} s/epoch, threads "
-                    f"{'/'.join(map(str, threads))} ({before} -> {compare_pytorch.load_text()})",
+                    f"{'/'.join(map(str, threads))} ({before} -> {compare_peers.load_text()})",
                     flush=True,
                 )
     print()
@@ -148,10 +148,10 @@ def main(argv=None) -> int:
         cells = ""
         for tool in tools:
             figures, quiet = seconds[tool, case], seconds.get((tool, "quiet"))
-            cells += f" {compare_pytorch.median_and_spread(figures)} |"
+            cells += f" {compare_peers.median_and_spread(figures)} |"
             if quiet:  # each round's figure against the same round's quiet one
                 ratios = [value / base for value, base in zip(figures, quiet)]
-                cells += f" {compare_pytorch.median_and_spread(ratios)} |"
+                cells += f" {compare_peers.median_and_spread(ratios)} |"
             else:
                 cells += " |"
         print(f"| {case} |{cells}")

@@ -1,12 +1,12 @@
 """One training step against the matrix products it cannot avoid, and where the rest goes.
 
 The road ahead asks for a training epoch close to the time the matrix products
-alone need.  For one of ``compare_pytorch.py``'s configurations (``--config``,
+alone need.  For one of ``compare_peers.py``'s configurations (``--config``,
 default ``classic``: the VAE 784-400-20, ReLU, Bernoulli, batch 128, float32)
 this times:
 
 * ``matmuls``: the step's matrix products alone, on arrays of the step's shapes
-  (``compare_pytorch.matmul_products``: every forward product, each weight's
+  (``compare_peers.matmul_products``: every forward product, each weight's
   gradient, each input gradient but the first layer's; 14 for the classic VAE);
 * ``loss + grads``: the model's ``loss`` with gradients;
 * ``Adam``: ``Adam.step`` on those gradients;
@@ -39,7 +39,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from compare_pytorch import CONFIGS, matmul_products, npvae_model
+from compare_peers import CONFIGS, matmul_products, npvae_model
 
 from npvae import kernels, layers
 from npvae._threads import use_threads
@@ -165,7 +165,7 @@ def settle_malloc_as_loading_does() -> None:
 
     Freeing an array of a few tens of MB raises glibc's thresholds, after which it
     serves a step's MB-sized temporaries from memory it keeps.  The trainer and
-    ``compare_pytorch.py``'s worker free such arrays while loading the data; a process
+    ``compare_peers.py``'s worker free such arrays while loading the data; a process
     that has not would map each temporary afresh and fault it in page by page, every
     step (about 1,000 faults a step at IWAE k = 5, ``benchmarks/README.md``, "Memory").
     """

@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 @pytest.fixture
 def bench_step(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports compare_pytorch beside it
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports compare_peers beside it
     return importlib.import_module("bench_step")
 
 

@@ -1,19 +1,28 @@
-"""npvae against PyTorch, each in a process of its own: seconds per epoch, peak memory, test loss.
+"""npvae against its peers (PyTorch, JAX), each in its own process: s per epoch, memory, test loss.
 
 Each run of each tool is a fresh child process (this script started again with
-``--worker npvae`` or ``--worker torch``), so neither shares the other's
+``--worker npvae``, ``--worker torch`` or ``--worker jax``), so none shares another's
 libraries or thread settings, as a user runs them.  (An earlier npvae set
 ``OMP_WAIT_POLICY=passive`` for its own process, and PyTorch run inside it
 obeyed that too: 4.0 s per epoch against 2.1 s alone.  npvae no longer sets
-anything in the environment, and the PyTorch child never imports npvae.)
+anything in the environment, and the peers' children never import npvae.)
 
-Both children read the same uint8 MNIST arrays (the IDX reader below, shared by
-both), seed the same way, use the same number of threads, and time the same
+All children read the same uint8 MNIST arrays (the IDX reader below, shared by
+all), seed the same way, use the same number of threads, and time the same
 thing: each epoch's training only (batching from the in-memory uint8 array,
-forward, backward, Adam), not the test evaluation after it.  The runs alternate
-npvae, torch, npvae, torch, ... so that a change in the machine's speed falls on
-both; the figure per run is the median of epochs 2 and later, and the table
-gives the median over runs and the spread.
+forward, backward, Adam), not the test evaluation after it.  The runs rotate
+through the tools (npvae, torch, jax; torch, jax, npvae; ...) so that a change in
+the machine's speed falls on all; the figure per run is the median of epochs 2 and
+later, and the table gives the median over runs and the spread.
+
+The JAX child is written the usual JAX way: parameters as a pytree, one
+``jax.jit``-ted step (the loss and its gradients by ``jax.value_and_grad``, then
+optax's Adam), and a plain Python loop over the batches.  Its step is compiled for
+each batch shape (the full batch and the last, shorter one) before the first epoch,
+so no epoch's time includes compilation (reported apart as ``compile_seconds``).
+XLA's CPU client sizes its thread pool by the cores the process may run on: at
+``--threads`` equal to those cores (the default) it is left alone; fewer threads
+narrow the child's CPU affinity to that many cores (XLA has no thread-count setting).
 
 ``bound`` is what the model's matrix products alone take per epoch (every
 forward product, each weight's gradient and each input gradient but the
@@ -27,23 +36,27 @@ The configurations:
 
 * ``classic``: PyTorch's example VAE, 784-400-20, ReLU, batch 128;
 * ``iwae-net``: the IWAE paper's net 784-200-200-50, tanh, trained as a VAE, batch 100;
-* ``iwae-k5``: the same net with the IWAE bound, k = 5, batch 100, on both sides;
+* ``iwae-k5``: the same net with the IWAE bound, k = 5, batch 100, on every side;
 * ``iwae-net-b20``: the same net as a VAE at the paper's batch of 20.
 
 All use a Bernoulli decoder on the grey levels (BCE from logits, summed over
 pixels), the closed-form KL (VAE) or the k-sample bound (IWAE), Adam at 1e-3, float32.
 
-    python benchmarks/compare_pytorch.py --data-dir ../shared/data/mnist   # 7 pairs, 10,000 images
-    python benchmarks/compare_pytorch.py --configs classic --runs 3 --epochs 4 --limit 0
-    python benchmarks/compare_pytorch.py --accuracy   # 10 epochs of classic; test losses
+    python benchmarks/compare_peers.py --data-dir ../shared/data/mnist   # 7 runs, 10,000 images
+    python benchmarks/compare_peers.py --configs classic --runs 3 --epochs 4 --limit 0
+    python benchmarks/compare_peers.py --peers jax --limit 2000 --runs 1 --epochs 2
+    python benchmarks/compare_peers.py --accuracy   # 10 epochs of classic; test losses
 
-PyTorch is a peer to measure against, not a dependency: ``pip install torch==2.13.0``.
+The peers are there to measure against, not dependencies: ``pip install torch==2.13.0``,
+``pip install jax optax``.  By default every peer that is installed runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.metadata
+import importlib.util
 import json
 import os
 import resource
@@ -67,6 +80,25 @@ LABELS = {
     "iwae-k5": "same net, IWAE k = 5, batch 100",
     "iwae-net-b20": "same net, VAE, batch 20",
 }
+
+
+NAMES = {"npvae": "npvae", "torch": "PyTorch", "jax": "JAX"}
+PEERS = ("torch", "jax")
+PACKAGES_OF = {"npvae": ("numba",), "torch": ("torch",), "jax": ("jax", "jaxlib", "optax")}
+INSTALL = {"torch": "pip install torch==2.13.0", "jax": "pip install jax optax"}
+
+
+def installed(tool: str) -> bool:
+    """Whether every module ``tool``'s child imports is there (without importing it)."""
+    modules = {"torch": ("torch",), "jax": ("jax", "optax")}[tool]
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -282,6 +314,136 @@ def torch_worker(options, spec: dict) -> dict:
     return result
 
 
+# ----- the JAX child ---------------------------------------------------------------------
+
+
+def make_jax_model(jax, spec: dict, key):
+    """JAX's version of the same model: its parameters (a pytree) and its loss on a batch.
+
+    The parameters are initialised as PyTorch's ``nn.Linear`` does (weights and biases
+    uniform in +-1/sqrt(fan-in)), and the loss is the torch child's: the negative bound,
+    summed over the batch.
+    """
+    jnp = jax.numpy
+    act = jax.nn.relu if spec["activation"] == "relu" else jnp.tanh
+    k, latent = spec["k"], spec["latent"]
+    widths, dec = [784, *spec["hidden"]], [latent, *spec["hidden"][::-1], 784]
+    shapes = {
+        "encoder": list(zip(widths, widths[1:])),
+        "heads": [(widths[-1], latent)] * 2,  # mu and log-variance
+        "decoder": list(zip(dec, dec[1:])),
+    }
+    params = {}
+    for part, pairs in shapes.items():
+        params[part] = []
+        for fan_in, fan_out in pairs:
+            key, w_key, b_key = jax.random.split(key, 3)
+            limit = 1 / np.sqrt(fan_in)
+            w = jax.random.uniform(w_key, (fan_in, fan_out), jnp.float32, -limit, limit)
+            b = jax.random.uniform(b_key, (fan_out,), jnp.float32, -limit, limit)
+            params[part].append({"w": w, "b": b})
+
+    def encode(params, x):
+        h = x
+        for layer in params["encoder"]:
+            h = act(h @ layer["w"] + layer["b"])
+        mu, log_var = (h @ head["w"] + head["b"] for head in params["heads"])
+        return mu, log_var
+
+    def decode(params, z):
+        *hidden, last = params["decoder"]
+        for layer in hidden:
+            z = act(z @ layer["w"] + layer["b"])
+        return z @ last["w"] + last["b"]  # logits
+
+    def bce(logits, x):  # -log p(x | z) per pixel, from logits
+        return jnp.logaddexp(0, logits) - x * logits
+
+    def vae_loss(params, x, key):
+        mu, log_var = encode(params, x)
+        z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
+        kl = -0.5 * jnp.sum(1 + log_var - mu**2 - jnp.exp(log_var))
+        return jnp.sum(bce(decode(params, z), x)) + kl
+
+    def iwae_loss(params, x, key):
+        mu, log_var = encode(params, x)  # (N, d)
+        eps = jax.random.normal(key, (k, *mu.shape))  # (k, N, d)
+        z = mu + jnp.exp(0.5 * log_var) * eps
+        logits = decode(params, z.reshape(-1, latent)).reshape(k, x.shape[0], 784)
+        log_px = -bce(logits, x).sum(-1)
+        log_pz = -0.5 * (z**2).sum(-1)  # the 2 pi terms cancel against log q's
+        log_qz = -0.5 * (eps**2 + log_var).sum(-1)
+        log_w = log_px + log_pz - log_qz  # (k, N)
+        return -(jax.nn.logsumexp(log_w, axis=0) - np.log(k)).sum()
+
+    return params, iwae_loss if k else vae_loss
+
+
+def jax_threads(threads: int) -> str:
+    """Give this process ``threads`` cores for XLA's pool, before JAX starts; say how.
+
+    XLA's CPU client makes one pool thread per core the process may run on, and has no
+    setting for another count; fewer threads than that are had by narrowing the process's
+    CPU affinity to the first ``threads`` of its cores.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if not threads or threads >= len(cores):
+        return f"XLA's default ({len(cores)} cores)"
+    os.sched_setaffinity(0, cores[:threads])
+    return f"affinity to {threads} of {len(cores)} cores"
+
+
+def jax_worker(options, spec: dict) -> dict:
+    threads = jax_threads(options.threads)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # this child's own; no probing for GPUs
+    import jax
+    import optax
+
+    jnp = jax.numpy
+    x_train, x_test = load_mnist(options.data_dir, options.limit)
+    key, init_key = jax.random.split(jax.random.key(options.seed))
+    params, loss_fn = make_jax_model(jax, spec, init_key)
+    optimizer = optax.adam(1e-3)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def train_step(params, opt_state, key, x_uint8):
+        key, sample_key = jax.random.split(key)
+        x = x_uint8.astype(jnp.float32) / 255
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, sample_key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, key, loss
+
+    batch = spec["batch"]
+    rng = np.random.default_rng(options.seed)
+    # Compile for each batch shape first (the outputs are dropped: nothing is updated),
+    # so that no epoch below includes compilation.
+    started = time.perf_counter()
+    for rows in sorted({batch, len(x_train) % batch} - {0}):
+        jax.block_until_ready(train_step(params, opt_state, key, x_train[:rows]))
+    compile_seconds = time.perf_counter() - started
+    seconds = []
+    for _ in range(options.epochs):
+        started = time.perf_counter()
+        order = rng.permutation(len(x_train))
+        for start in range(0, len(order), batch):
+            x = x_train[order[start : start + batch]]
+            params, opt_state, key, _ = train_step(params, opt_state, key, x)
+        jax.block_until_ready(params)  # the steps are dispatched asynchronously
+        seconds.append(time.perf_counter() - started)
+    result = {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "threads": threads}
+    result["compile_seconds"] = compile_seconds
+    if options.test:
+        test_loss = jax.jit(loss_fn)
+        total = 0.0
+        for i in range(0, len(x_test), 1000):
+            key, sample_key = jax.random.split(key)
+            x = jnp.asarray(x_test[i : i + 1000], jnp.float32) / 255
+            total += float(test_loss(params, x, sample_key))
+        result["test_loss"] = total / len(x_test)
+    return result
+
+
 # ----- the parent ------------------------------------------------------------------------
 
 
@@ -290,7 +452,7 @@ def run_child(tool: str, config: str, options) -> dict:
     command += ["--epochs", str(options.epochs), "--limit", str(options.limit)]
     command += ["--threads", str(options.threads), "--seed", str(options.seed)]
     command += ["--data-dir", options.data_dir] + (["--test"] if options.test else [])
-    command += ["--no-bound"] if tool == "torch" else []
+    command += [] if tool == "npvae" else ["--no-bound"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"error: the {tool} child failed:\n{done.stderr[-2000:]}")
@@ -318,69 +480,73 @@ def load_text() -> str:
 
 
 def compare(options) -> int:
-    import torch  # only for its version; the children do the work
-
+    tools = ["npvae", *options.peers]
     print(
-        f"{options.runs} runs per tool, alternating, {options.epochs} epochs each, "
+        f"{options.runs} runs per tool, rotating, {options.epochs} epochs each, "
         f"{options.limit or 60000} training images, {options.threads or 'default'} threads, "
         f"seed {options.seed}"
     )
-    print(f"numpy {np.__version__}, torch {torch.__version__}, python {sys.version.split()[0]}")
+    versions = ", ".join(f"{name} {version(name)}" for name in ("numpy", *PACKAGES_OF["npvae"]))
+    for peer in options.peers:
+        versions += "".join(f", {name} {version(name)}" for name in PACKAGES_OF[peer])
+    print(f"{versions}, python {sys.version.split()[0]}")
     print(f"start: {load_text()}", flush=True)
     rows, accuracy = [], []
     for config in options.configs:
-        figures = {"npvae": [], "torch": []}
-        rss = {"npvae": [], "torch": []}
-        bounds, over_bound, ratios = [], [], []
-        tests = {"npvae": [], "torch": []}
+        figures = {tool: [] for tool in tools}
+        rss = {tool: [] for tool in tools}
+        tests = {tool: [] for tool in tools}
+        ratios = {peer: [] for peer in options.peers}
+        bounds, over_bound = [], []
         for run in range(options.runs):
-            order = ("npvae", "torch") if run % 2 == 0 else ("torch", "npvae")
+            order = tools[run % len(tools) :] + tools[: run % len(tools)]
             results = {tool: run_child(tool, config, options) for tool in order}
             for tool, result in results.items():
                 figures[tool].append(epoch_figure(result["seconds"]))
                 rss[tool].append(result["peak_rss_mb"])
                 if "test_loss" in result:
                     tests[tool].append(result["test_loss"])
-            bounds.append(results["npvae"]["bound"])
-            over_bound.append(results["npvae"]["over_bound"])
-            ratios.append(figures["npvae"][-1] / figures["torch"][-1])
-            print(
+            if "bound" in results["npvae"]:
+                bounds.append(results["npvae"]["bound"])
+                over_bound.append(results["npvae"]["over_bound"])
+            line = (
                 f"  {config} run {run + 1}: npvae {figures['npvae'][-1]:.2f} s "
-                f"({results['npvae']['threads']} threads), "
-                f"torch {figures['torch'][-1]:.2f} s, ratio {ratios[-1]:.2f}, "
-                f"bound {bounds[-1]:.2f} s; {load_text()}",
-                flush=True,
+                f"({results['npvae']['threads']} threads)"
             )
-        cells = [figures["npvae"], figures["torch"], ratios]
-        rows.append(
-            f"| {LABELS[config]} | {' | '.join(median_and_spread(cell) for cell in cells)} | "
-            f"{statistics.median(bounds):.2f} | {median_and_spread(over_bound)} | "
-            f"{max(rss['npvae']):.0f} / {max(rss['torch']):.0f} MB |"
-        )
+            for peer in options.peers:
+                ratios[peer].append(figures["npvae"][-1] / figures[peer][-1])
+                line += f", {peer} {figures[peer][-1]:.2f} s (ratio {ratios[peer][-1]:.2f})"
+            line += f", bound {bounds[-1]:.2f} s" if bounds else ""
+            print(f"{line}; {load_text()}", flush=True)
+        cells = [figures[tool] for tool in tools] + [ratios[peer] for peer in options.peers]
+        row = f"| {LABELS[config]} | {' | '.join(median_and_spread(cell) for cell in cells)} | "
+        if bounds:
+            row += f"{statistics.median(bounds):.2f} | {median_and_spread(over_bound)} | "
+        rows.append(row + f"{' / '.join(f'{max(rss[tool]):.0f}' for tool in tools)} MB |")
         if tests["npvae"]:
-            accuracy.append((config, tests["npvae"], tests["torch"]))
+            accuracy.append((config, tests))
     print(f"end: {load_text()}")
     print()
-    print(
-        "| configuration | npvae s/epoch | PyTorch s/epoch | ratio | bound s/epoch | "
-        "npvae x bound | peak RSS npvae / PyTorch |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    names = [NAMES[tool] for tool in tools]
+    header = [f"{name} s/epoch" for name in names]
+    header += [f"npvae / {NAMES[peer]}" for peer in options.peers]
+    header += [] if options.no_bound else ["bound s/epoch", "npvae x bound"]
+    header += [f"peak RSS {' / '.join(names)}"]
+    print(f"| configuration | {' | '.join(header)} |")
+    print(f"| --- |{' ---: |' * (len(header) - 1)} --- |")
     print("\n".join(rows))
     status = 0
-    for config, ours, theirs in accuracy:
-        gap = statistics.median(ours) - statistics.median(theirs)
-        listed = {
-            tool: ", ".join(f"{v:.2f}" for v in values)
-            for tool, values in zip(("npvae", "torch"), (ours, theirs))
-        }
-        print(
-            f"\n{config}: test loss after {options.epochs} epochs: npvae {listed['npvae']}; "
-            f"torch {listed['torch']}; gap {gap:+.2f} nats"
+    for config, tests in accuracy:
+        listed = "; ".join(
+            f"{tool} {', '.join(f'{value:.2f}' for value in tests[tool])}" for tool in tools
         )
-        if options.accuracy and abs(gap) > 0.3:
-            print("accuracy check FAILED: more than 0.3 nats from PyTorch")
-            status = 1
+        print(f"\n{config}: test loss after {options.epochs} epochs: {listed}")
+        for peer in options.peers:
+            gap = statistics.median(tests["npvae"]) - statistics.median(tests[peer])
+            print(f"  gap to {peer} {gap:+.2f} nats")
+            if options.accuracy and abs(gap) > 0.3:
+                print(f"accuracy check FAILED: more than 0.3 nats from {NAMES[peer]}")
+                status = 1
     return status
 
 
@@ -403,17 +569,24 @@ def main(argv=None) -> int:
         help="train on the first N images (0: all; default 10000: more, shorter pairs)",
     )
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count(), help="both tools (0: each tool's own choice)"
+        "--threads", type=int, default=os.cpu_count(), help="every tool (0: each tool's own choice)"
+    )
+    parser.add_argument(
+        "--peers",
+        nargs="+",
+        metavar="PEER",
+        help=f"the peers to run, of: {', '.join(PEERS)} (default: every one installed; "
+        "one not installed is skipped, saying how to install it)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test", action="store_true", help="also report each run's test loss")
     parser.add_argument(
         "--accuracy",
         action="store_true",
-        help="10 epochs of classic on all images, one run each; fail beyond 0.3 nats",
+        help="10 epochs of classic on all images, one run each; fail beyond 0.3 nats of a peer",
     )
     parser.add_argument("--no-bound", action="store_true", help="skip the matmul bound")
-    parser.add_argument("--worker", choices=("npvae", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("npvae", *PEERS), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.accuracy:
         options.configs, options.runs, options.epochs = "classic", 1, 10
@@ -423,9 +596,21 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown configurations {sorted(unknown)}; known: {', '.join(CONFIGS)}")
     if options.worker:
-        worker = npvae_worker if options.worker == "npvae" else torch_worker
+        worker = {"npvae": npvae_worker, "torch": torch_worker, "jax": jax_worker}[options.worker]
         print(json.dumps(worker(options, CONFIGS[options.configs[0]])))
         return 0
+    asked = [peer for item in options.peers or PEERS for peer in item.split(",") if peer]
+    unknown = set(asked) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peers {sorted(unknown)}; known: {', '.join(PEERS)}")
+    options.peers = []
+    for peer in dict.fromkeys(asked):
+        if installed(peer):
+            options.peers.append(peer)
+        else:
+            print(f"skipping {peer}: not installed ({INSTALL[peer]})")
+    if options.accuracy and not options.peers:
+        raise SystemExit("error: --accuracy needs a peer to compare with, and none is installed")
     return compare(options)
 
 
