@@ -32,13 +32,44 @@ from npvae.models.vae import PosteriorMeanVerbs, check_sizes, fold_rows, repeat_
 from npvae.network import MLP
 
 
-def _per_dim(log_density, *arrays: np.ndarray) -> np.ndarray:
-    """A log-density that sums over the last axis, taken one dimension at a time.
+def _kl_per_dim(eps1, log_var1_rows, z1, prior_mu1, prior_log_var1, eps2, log_var2, z2):
+    """The sampled KL term of each unit, ``(k N, d1 + d2)``, from the draws of
+    :meth:`IWAE2.loss`: log q(z1|x) − log p(z1|z2), then log q(z2|z1) − log p(z2)."""
 
-    Each ``(R, d)`` argument gets a trailing axis of one, so the sum is over a
-    single term: ``(R, d) -> (R, d)``.  For the report's KL per dimension.
-    """
-    return log_density(*(array[..., None] for array in arrays))
+    def per_dim(log_density, *arrays):  # (k N, d) each -> (k N, d): one term per sum
+        return log_density(*(array[..., None] for array in arrays))
+
+    return np.concatenate(
+        [
+            per_dim(DiagonalGaussian.log_prob_of_sample, eps1, log_var1_rows)
+            - per_dim(DiagonalGaussian.log_prob, z1, prior_mu1, prior_log_var1),
+            per_dim(DiagonalGaussian.log_prob_of_sample, eps2, log_var2)
+            - per_dim(DiagonalGaussian.prior_log_prob, z2),
+        ],
+        axis=1,
+    )
+
+
+def _report(bound, log_w, log_px, log_ratio, kl_dim) -> dict:
+    """What :meth:`IWAE2.loss` returns, from ``bound (N,)``, ``log_w (k, N)`` and the
+    terms of each draw: ``log_px (k N,)``, ``log_ratio (k N,)`` = log q(z1|x) +
+    log q(z2|z1) − log p(z1|z2) − log p(z2), and ``kl_dim (k N, d1 + d2)``."""
+    k, n = log_w.shape
+    recon = -log_px.reshape(k, n).mean(axis=0)  # (N,)
+    kl = log_ratio.reshape(k, n).mean(axis=0)  # (N,)
+    return {
+        "loss": float(-bound.mean()),
+        "bound": float(bound.mean()),
+        "recon": float(recon.mean()),
+        "kl": float(kl.mean()),
+        "elbo": float(-(recon + kl).mean()),
+        "beta": 1.0,
+        "bound_per_example": bound,
+        "recon_per_example": recon,
+        "kl_per_example": kl,
+        "kl_per_dim": kl_dim.mean(axis=0),
+        "log_weights": log_w,
+    }
 
 
 @register
@@ -216,16 +247,9 @@ class IWAE2(PosteriorMeanVerbs, Model):
     ) -> dict:
         """The negative k-sample bound, averaged over the batch, and its gradients.
 
-        Parameters
-        ----------
-        x : ndarray (N, D), the model's dtype
-        rng : numpy.random.Generator
-            Draws ``eps``; or pass ``eps (k, N, d1 + d2)`` itself (eps1 in the first
-            ``d1`` columns, eps2 in the rest) to hold the noise fixed.
-        step : int, optional
-            Not used (no warm-up); taken so that a trainer can call every model alike.
-        grad : bool
-            Write the gradient of ``loss`` into every entry of ``self.grads``.
+        Parameters as for :meth:`npvae.models.VAE.loss`; ``eps`` is ``(k, N, d1 + d2)``,
+        eps1 in its first ``d1`` columns and eps2 in the rest, and ``step`` is not used
+        (no warm-up).
 
         Returns
         -------
@@ -245,14 +269,9 @@ class IWAE2(PosteriorMeanVerbs, Model):
         eps1 = np.ascontiguousarray(eps_rows[:, :d1])  # (k N, d1)
         eps2 = np.ascontiguousarray(eps_rows[:, d1:])  # (k N, d2)
 
-        # Forward.  q(z1|x) once per example; everything after it once per draw.
-        h1 = self.encoder1.forward(x)  # (N, hidden1[-1])
-        mu1, log_var1 = self.mu1_head.forward(h1), self.log_var1_head.forward(h1)  # (N, d1)
-        log_var1_rows = repeat_rows(log_var1, k)  # (k N, d1)
-        z1 = DiagonalGaussian.sample(repeat_rows(mu1, k), log_var1_rows, eps1)  # (k N, d1)
-        h2 = self.encoder2.forward(z1)  # (k N, hidden2[-1])
-        mu2, log_var2 = self.mu2_head.forward(h2), self.log_var2_head.forward(h2)  # (k N, d2)
-        z2 = DiagonalGaussian.sample(mu2, log_var2, eps2)  # (k N, d2)
+        # Forward: up through q(z1|x) and q(z2|z1), down through p(z1|z2) and p(x|z1).
+        log_var1_rows, z1 = self._draw_z1(x, eps1, k)  # (k N, d1), (k N, d1)
+        log_var2, z2 = self._draw_z2(z1, eps2)  # (k N, d2), (k N, d2)
         g = self.prior_net.forward(z2)  # (k N, hidden2[0])
         prior_mu1 = self.prior_mu1_head.forward(g)  # (k N, d1)
         prior_log_var1 = self.prior_log_var1_head.forward(g)  # (k N, d1)
@@ -272,31 +291,10 @@ class IWAE2(PosteriorMeanVerbs, Model):
         log_qz2 = DiagonalGaussian.log_prob_of_sample(eps2, log_var2)  # (k N,)
         log_w = (log_px + log_pz1 + log_pz2 - log_qz1 - log_qz2).reshape(k, n)
         bound = kernels.logsumexp(np.ascontiguousarray(log_w.T)) - self.dtype.type(np.log(k))
-
-        recon = -log_px.reshape(k, n).mean(axis=0)  # (N,)
-        kl = (log_qz1 + log_qz2 - log_pz1 - log_pz2).reshape(k, n).mean(axis=0)  # (N,)
-        kl_dim = np.concatenate(
-            [
-                _per_dim(DiagonalGaussian.log_prob_of_sample, eps1, log_var1_rows)
-                - _per_dim(DiagonalGaussian.log_prob, z1, prior_mu1, prior_log_var1),
-                _per_dim(DiagonalGaussian.log_prob_of_sample, eps2, log_var2)
-                - _per_dim(DiagonalGaussian.prior_log_prob, z2),
-            ],
-            axis=1,
+        kl_dim = _kl_per_dim(
+            eps1, log_var1_rows, z1, prior_mu1, prior_log_var1, eps2, log_var2, z2
         )  # (k N, d1 + d2)
-        report = {
-            "loss": float(-bound.mean()),
-            "bound": float(bound.mean()),
-            "recon": float(recon.mean()),
-            "kl": float(kl.mean()),
-            "elbo": float(-(recon + kl).mean()),
-            "beta": 1.0,
-            "bound_per_example": bound,
-            "recon_per_example": recon,
-            "kl_per_example": kl,
-            "kl_per_dim": kl_dim.mean(axis=0),
-            "log_weights": log_w,
-        }
+        report = _report(bound, log_w, log_px, log_qz1 + log_qz2 - log_pz1 - log_pz2, kl_dim)
         if not grad:
             return report
 
@@ -306,37 +304,74 @@ class IWAE2(PosteriorMeanVerbs, Model):
         normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
         per_row = normalised.reshape(k * n)  # (k N,): d loss / d log w
         weight = per_row[:, None]  # (k N, 1)
-
         # log p(x|z1): through the decoder to z1.
         dout *= weight  # in place: the kernel's fresh array is ours to reuse
         self.likelihood.write_grads(x, out, per_row)  # a learned variance, if any
         dz1 = self.decoder.backward(dout)  # (k N, d1)
-        # log p(z1|z2): to z1 directly (d/dz1 = −d/dmean), and through its mean and
-        # log-variance, the prior net, to z2.
+        # log p(z1|z2) and log p(z2), to z1 and z2; then back down q(z2|z1) and q(z1|x).
+        dz2 = self._prior_backward(dz1, dprior_mu1, dprior_log_var1, z2, weight)  # (k N, d2)
+        dz1 += self._draw_z2_backward(dz2, log_var2, eps2, weight)  # z1 also feeds q(z2|z1)
+        self._draw_z1_backward(dz1, log_var1_rows, eps1, per_row.reshape(k, n))
+        return report
+
+    # The two stochastic layers of the inference network, forward and backward.
+
+    def _draw_z1(self, x: np.ndarray, eps1: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """q(z1|x) once per example of ``x (N, D)``, then k draws for ``eps1 (k N, d1)``:
+        ``(log_var1_rows, z1)``, each ``(k N, d1)``, rows sample-major."""
+        h1 = self.encoder1.forward(x)  # (N, hidden1[-1])
+        mu1, log_var1 = self.mu1_head.forward(h1), self.log_var1_head.forward(h1)  # (N, d1)
+        log_var1_rows = repeat_rows(log_var1, k)  # (k N, d1)
+        z1 = DiagonalGaussian.sample(repeat_rows(mu1, k), log_var1_rows, eps1)  # (k N, d1)
+        return log_var1_rows, z1
+
+    def _draw_z2(self, z1: np.ndarray, eps2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """q(z2|z1) for each draw ``z1 (k N, d1)``, then one draw for ``eps2 (k N, d2)``:
+        ``(log_var2, z2)``, each ``(k N, d2)``."""
+        h2 = self.encoder2.forward(z1)  # (k N, hidden2[-1])
+        mu2, log_var2 = self.mu2_head.forward(h2), self.log_var2_head.forward(h2)  # (k N, d2)
+        z2 = DiagonalGaussian.sample(mu2, log_var2, eps2)  # (k N, d2)
+        return log_var2, z2
+
+    def _prior_backward(self, dz1, dprior_mu1, dprior_log_var1, z2, weight) -> np.ndarray:
+        """Back from log p(z1|z2) + log p(z2), scaled by ``weight (k N, 1)``: ``dz2 (k N, d2)``.
+
+        Scales ``dprior_mu1, dprior_log_var1 (k N, d1)`` and adds p(z1|z2)'s own term
+        (d/dz1 = −d/dmean) to ``dz1 (k N, d1)``, in place; log N(z2; 0, I) adds −z2.
+        """
         dprior_mu1 *= weight  # (k N, d1)
         dprior_log_var1 *= weight
         dz1 -= dprior_mu1
         dg = self.prior_mu1_head.backward(dprior_mu1)  # (k N, hidden2[0])
         dg += self.prior_log_var1_head.backward(dprior_log_var1)
         dz2 = self.prior_net.backward(dg)  # (k N, d2)
-        # log p(z2) = log N(z2; 0, I): d/dz2 = −z2.
         dz2 -= weight * z2
-        # z2 = mu2 + e^{log_var2/2} eps2; −log q(z2|z1) = 0.5 Σ (eps2² + log 2π + log_var2)
-        # adds +1/2 per draw to every log_var2 (mu2 drops out, as in the IWAE).
+        return dz2
+
+    def _draw_z2_backward(self, dz2, log_var2, eps2, weight) -> np.ndarray:
+        """Back through ``z2 = mu2 + e^{log_var2/2} eps2`` and q(z2|z1) to ``z1``: ``(k N, d1)``.
+
+        −log q(z2|z1) = 0.5 Σ (eps2² + log 2π + log_var2) adds ``weight / 2`` to log_var2.
+        """
         dmu2, dlog_var2 = DiagonalGaussian.sample_backward(dz2, log_var2, eps2)  # (k N, d2)
         dlog_var2 += 0.5 * weight
         dh2 = self.mu2_head.backward(dmu2)  # (k N, hidden2[-1])
         dh2 += self.log_var2_head.backward(dlog_var2)
-        dz1 += self.encoder2.backward(dh2)  # z1 also feeds q(z2|z1)
-        # z1 = mu1 + e^{log_var1/2} eps1, and −log q(z1|x) likewise: +1/2 per draw to
-        # log_var1, summed over each example's k draws as the copies are folded back.
+        return self.encoder2.backward(dh2)  # (k N, d1)
+
+    def _draw_z1_backward(self, dz1, log_var1_rows, eps1, per_draw) -> None:
+        """Back through ``z1 = mu1 + e^{log_var1/2} eps1`` and q(z1|x) to the encoder.
+
+        ``per_draw (k, N)`` is d loss / d log w; −log q(z1|x) adds half of it to log_var1,
+        summed over each example's k draws as the copies are folded back.
+        """
+        n = per_draw.shape[1]
         dmu1_rows, dlog_var1_rows = DiagonalGaussian.sample_backward(dz1, log_var1_rows, eps1)
         dmu1 = fold_rows(dmu1_rows, n)  # (N, d1)
-        dlog_var1 = fold_rows(dlog_var1_rows, n) + 0.5 * per_row.reshape(k, n).sum(axis=0)[:, None]
+        dlog_var1 = fold_rows(dlog_var1_rows, n) + 0.5 * per_draw.sum(axis=0)[:, None]  # (N, d1)
         dh1 = self.mu1_head.backward(dmu1)  # (N, hidden1[-1])
         dh1 += self.log_var1_head.backward(dlog_var1)
         self.encoder1.backward(dh1)
-        return report
 
     def log_importance_weights(self, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
         """``log w`` for ``eps (S, N, d1 + d2)``: ``(S, N)``, with no gradients.
@@ -359,10 +394,8 @@ class IWAE2(PosteriorMeanVerbs, Model):
         mu2, log_var2 = self.mu2_head.forward(h2), self.log_var2_head.forward(h2)  # (S N, d2)
         z2 = eps2 * np.exp(log_var2 / 2) + mu2  # (S N, d2)
         g = self.prior_net.forward(z2)
-        prior_mu1, prior_log_var1 = (
-            self.prior_mu1_head.forward(g),
-            self.prior_log_var1_head.forward(g),
-        )
+        prior_mu1 = self.prior_mu1_head.forward(g)  # (S N, d1)
+        prior_log_var1 = self.prior_log_var1_head.forward(g)  # (S N, d1)
         log_w = self.likelihood.log_prob(x, self.decoder.forward(z1))  # (S N,), x paired
         log_w += DiagonalGaussian.log_prob(z1, prior_mu1, prior_log_var1)
         log_w += DiagonalGaussian.prior_log_prob(z2)
