@@ -17,7 +17,8 @@ from npvae.models import (
     DenoisingAutoencoder,
     SparseAutoencoder,
 )
-from npvae.optim import Optimizer, Schedule, make_optimizer, make_schedule
+from npvae.optim import Optimizer, make_optimizer
+from npvae.schedules import Schedule, make_schedule
 
 
 def build_model(config: Config, input_dim: int):
@@ -90,10 +91,13 @@ def model_recipe(config: Config, input_dim: int) -> tuple[type, dict]:
     }
 
 
-def optimizer_for(config: Config, params: dict) -> Optimizer:
-    """The optimizer of ``config`` over ``params`` (the model's live arrays)."""
+def optimizer_for(config: Config, params: dict, flat=None) -> Optimizer:
+    """The optimizer of ``config`` over ``params`` (the model's live arrays).
+
+    ``flat=(model.flat_params, model.flat_grads)`` lets ``step()`` update them all at once.
+    """
     options = {"eps": config.adam_eps} if config.optimizer == "adam" else {}
-    return make_optimizer(config.optimizer, params, config.lr, **options)
+    return make_optimizer(config.optimizer, params, config.lr, flat=flat, **options)
 
 
 def schedule_for(config: Config) -> Schedule:

@@ -5,7 +5,8 @@ atomically) holding
 
 * the model: its kind, config and parameters (``model/<name>`` arrays), so
   ``npvae.models.load(checkpoint)`` gives the trained model directly;
-* the optimizer's state (``optim/<name>`` arrays: Adam's moments, the step);
+* the optimizer's state (``optim/<name>`` arrays: Adam's moments, the step),
+  checked here by :func:`check_optimizer_state` before an optimizer copies it in;
 * the state of the run's random generator, so dynamic binarisation, shuffling
   and the VAE's noise continue as if the run had never stopped;
 * the epoch and step reached, the run's resolved config, and the best
@@ -14,6 +15,7 @@ atomically) holding
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +99,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     model = rebuild(header["model"].get("kind"), header["model"].get("config"), model_arrays, path)
     return Checkpoint(
         model=model,
-        optimizer_state=optim_arrays,
+        optimizer_state=check_optimizer_state(optim_arrays, model.params, path),
         rng_state=header["rng"],
         epoch=header["epoch"],
         step=header["step"],
@@ -105,6 +107,55 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         extra=header["extra"],
         run_arrays=run_arrays,
     )
+
+
+def check_optimizer_state(
+    state: dict[str, np.ndarray], params: dict[str, np.ndarray], source
+) -> dict[str, np.ndarray]:
+    """``state``, an optimizer's ``state_dict``, if whole for ``params``; else CheckpointError.
+
+    ``"lr"`` must be a 0-d number, finite and >= 0; ``"step"`` a 0-d integer >= 0;
+    every other array ``"<kind>/<param name>"``, one per param of each kind, with
+    the param's shape, floating and finite, and Adam's second moments (``"v"``,
+    means of squares) >= 0.  Which kinds an optimizer keeps is its own to check,
+    in ``load_state_dict``.
+    """
+    state = {key: np.asarray(value) for key, value in state.items()}
+    kinds = {key.split("/", 1)[0] for key in state if "/" in key}
+    expected = {"lr", "step"} | {f"{kind}/{name}" for kind in kinds for name in params}
+    if state.keys() != expected:
+        missing, extra = sorted(expected - state.keys()), sorted(state.keys() - expected)
+        raise CheckpointError(
+            f"{source}: optimizer state does not fit the model: missing keys {missing[:5]}, "
+            f"unexpected keys {extra[:5]}; resume with the model it was saved from"
+        )
+    lr, step = state.pop("lr"), state.pop("step")
+    if lr.shape != () or lr.dtype.kind not in "fiu" or not (math.isfinite(lr) and lr >= 0):
+        raise CheckpointError(
+            f"{source}: optimizer state 'lr' must be a finite number >= 0, got {lr!r}; "
+            "the checkpoint is damaged"
+        )
+    if step.shape != () or step.dtype.kind not in "iu" or step < 0:
+        raise CheckpointError(
+            f"{source}: optimizer state 'step' must be a 0-d integer >= 0, got {step!r}; "
+            "the checkpoint is damaged"
+        )
+    for key, saved in state.items():
+        kind, name = key.split("/", 1)
+        if saved.shape != params[name].shape or saved.dtype.kind != "f":
+            raise CheckpointError(
+                f"{source}: optimizer state '{key}' has shape {saved.shape} dtype {saved.dtype}, "
+                f"expected shape {params[name].shape} floating; resume with the model the "
+                "checkpoint was saved from"
+            )
+        low = 0.0 if kind == "v" else -np.inf
+        # NaN fails both comparisons, so it is caught here.
+        if not (np.all(saved >= low) and np.all(saved < np.inf)):
+            rule = "finite and >= 0" if low == 0 else "finite"
+            raise CheckpointError(
+                f"{source}: optimizer state '{key}' must be {rule}; the checkpoint is damaged"
+            )
+    return {"lr": lr, "step": step, **state}
 
 
 def restore_rng(state: dict, source) -> np.random.Generator:

@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 
 from npvae import models
-from npvae.checkpoint import Checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from npvae.checkpoint import (
+    Checkpoint,
+    check_optimizer_state,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from npvae.errors import CheckpointError
 from npvae.models import IWAE, VAE, DenoisingAutoencoder
-from npvae.optim import make_optimizer
+from npvae.optim import Adam, make_optimizer
+from npvae.serialize import load_arrays, save_arrays
 
 CONFIG = {"model": "vae", "latent": 3, "hidden": [16], "data_dir": None}
 
@@ -159,3 +166,68 @@ def test_damaged_rng_state_is_a_checkpoint_error():
         restore_rng({"bit_generator": "NoSuchGenerator"}, "last.npz")
     with pytest.raises(CheckpointError, match="random-generator state"):
         restore_rng({"bit_generator": "PCG64", "state": "garbage"}, "last.npz")
+
+
+# ----- a saved optimizer state, checked where it is read
+
+
+def _params():
+    return {"enc.0.W": np.zeros((2, 3)), "enc.0.b": np.zeros(4)}
+
+
+def _mismatched_states():
+    adam_state = make_optimizer("adam", _params(), 0.01).state_dict()
+    missing = dict(adam_state)
+    del missing["v/enc.0.b"]
+    return {
+        "missing key": missing,
+        "extra key": {**adam_state, "m/dec.0.W": np.zeros(3)},
+        "wrong shape": {**adam_state, "m/enc.0.W": np.zeros((3, 2))},
+        "negative step": {**adam_state, "step": np.array(-1)},
+        "float step": {**adam_state, "step": np.array(2.5)},
+        "nan lr": {**adam_state, "lr": np.array(np.nan)},
+        "text buffer": {**adam_state, "m/enc.0.b": np.array(["a", "b", "c", "d"])},
+        "negative second moment": {**adam_state, "v/enc.0.W": np.full((2, 3), -1.0)},
+        "nan first moment": {**adam_state, "m/enc.0.b": np.full(4, np.nan)},
+        "other optimizer": make_optimizer("momentum", _params(), 0.01).state_dict(),
+    }
+
+
+@pytest.mark.parametrize("case", list(_mismatched_states()))
+def test_mismatched_state_raises_checkpoint_error_and_changes_nothing(case):
+    """Checked as a checkpoint's is, then loaded: refused in one line, the optimizer as it was."""
+    state = _mismatched_states()[case]
+    params = _params()
+    optimizer = make_optimizer("adam", params, 0.01)
+    optimizer.step({name: np.ones_like(param) for name, param in params.items()})
+    before = optimizer.state_dict()
+    with pytest.raises(CheckpointError) as raised:
+        optimizer.load_state_dict(check_optimizer_state(state, params, "last.npz"))
+    message = str(raised.value)
+    assert message and "\n" not in message
+    after = optimizer.state_dict()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value)
+
+
+def test_adam_refuses_negative_or_nan_moments():
+    model = VAE(input_dim=12, hidden=[16], latent_dim=3, seed=1)
+    name = next(iter(model.params))
+    for key, value, rule in (
+        (f"v/{name}", -1.0, "finite and >= 0"),
+        (f"m/{name}", np.nan, "finite"),
+    ):
+        state = Adam(model.params).state_dict()
+        state[key].flat[0] = value
+        with pytest.raises(CheckpointError, match=f"'{key}' must be {rule}"):
+            check_optimizer_state(state, model.params, "last.npz")
+
+
+def test_a_checkpoint_with_a_damaged_optimizer_state_does_not_load(saved):
+    arrays, header = load_arrays(saved["path"])
+    arrays["optim/v/encoder.0.W"][0, 0] = -1.0
+    save_arrays(saved["path"], arrays, header)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(saved["path"])
+    message = str(caught.value)
+    assert message.startswith(str(saved["path"])) and "'v/encoder.0.W' must be finite" in message

@@ -21,7 +21,7 @@ from npvae.config import (
     validate,
 )
 from npvae.errors import ConfigError
-from npvae.optim import make_schedule
+from npvae.schedules import make_schedule
 from npvae.train import main
 from npvae.validate import CHOICES, MODELS, TYPES
 

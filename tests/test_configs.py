@@ -14,7 +14,7 @@ import pytest
 
 from npvae.config import Config, read_toml, validate
 from npvae.models import VAE, Autoencoder
-from npvae.optim import make_schedule
+from npvae.schedules import make_schedule
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PAPER = {"iwae-paper-vae.toml": ("vae", 1), "iwae-paper-iwae5.toml": ("iwae", 5)}

@@ -1,5 +1,5 @@
-"""Tests for npvae.optim: update rules, convergence, dtype, state round-trip,
-gradient clipping, schedules and the factories."""
+"""Tests for npvae.optim: update rules, convergence, dtype, the packed one-pass update,
+state round-trip, gradient clipping and the factory."""
 
 import math
 
@@ -7,18 +7,8 @@ import numpy as np
 import pytest
 
 from npvae.errors import CheckpointError, ConfigError
-from npvae.optim import (
-    SGD,
-    Adam,
-    ConstantLR,
-    ExponentialLR,
-    FittedIWAESchedule,
-    IWAESchedule,
-    StepLR,
-    clip_grad_norm,
-    make_optimizer,
-    make_schedule,
-)
+from npvae.optim import SGD, Adam, clip_grad_norm, make_optimizer
+from npvae.schedules import ExponentialLR
 
 OPTIMIZER_NAMES = ["sgd", "momentum", "nesterov", "adam"]
 
@@ -193,30 +183,32 @@ def test_a_packed_model_is_updated_in_one_pass_bit_identical_to_one_per_array(na
     from npvae.models import VAE
 
     make = {
-        "adam": lambda p: Adam(p, lr=1e-3),
-        "sgd-momentum": lambda p: SGD(p, lr=1e-2, momentum=0.9),
-        "sgd-nesterov-decay": lambda p: SGD(
-            p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-3
+        "adam": lambda p, **f: Adam(p, lr=1e-3, **f),
+        "sgd-momentum": lambda p, **f: SGD(p, lr=1e-2, momentum=0.9, **f),
+        "sgd-nesterov-decay": lambda p, **f: SGD(
+            p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-3, **f
         ),
     }[name]
     packed = VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1)
     separate = VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1)
-    opt_packed, opt_separate = make(packed.params), make(separate.params)
+    opt_packed = make(packed.params, flat=(packed.flat_params, packed.flat_grads))
+    opt_separate = make(separate.params)
     calls, real = [], type(opt_packed)._update
 
-    def spy(self, params, grads, buffers):
-        calls.append(list(params))
-        real(self, params, grads, buffers)
+    def spy(self, param, grad, **buffers):
+        calls.append(param.shape)
+        real(self, param, grad, **buffers)
 
     monkeypatch.setattr(type(opt_packed), "_update", spy)
     x = (np.random.default_rng(0).random((16, 20)) < 0.4).astype(np.float32)
     rng_packed, rng_separate = np.random.default_rng(1), np.random.default_rng(1)
+    shapes = [param.shape for param in separate.params.values()]
     for _ in range(10):
         packed.loss(x, rng_packed)
-        opt_packed.step(packed.grads)  # the model's own packed gradients: one pass
+        opt_packed.step()  # the model's packed gradient: one pass
         separate.loss(x, rng_separate)
         opt_separate.step({k: g.copy() for k, g in separate.grads.items()})  # one per array
-    assert calls[0::2] == [["all"]] * 10 and calls[1::2] == [list(separate.params)] * 10
+    assert calls == [packed.flat_params.shape, *shapes] * 10
     for key in packed.params:
         np.testing.assert_array_equal(packed.params[key], separate.params[key], err_msg=key)
     state_packed, state_separate = opt_packed.state_dict(), opt_separate.state_dict()
@@ -225,44 +217,51 @@ def test_a_packed_model_is_updated_in_one_pass_bit_identical_to_one_per_array(na
         np.testing.assert_array_equal(state_packed[key], state_separate[key], err_msg=key)
 
 
-def test_the_one_pass_follows_the_gradient_arrays_it_is_given(monkeypatch):
-    # The optimizer remembers which flat array the last gradients tiled; given other
-    # arrays (copies, which tile nothing) it must notice and update one array at a time.
+def test_a_packed_optimizer_steps_on_the_gradients_it_is_given(monkeypatch):
+    # Built with flat, step() takes the packed gradient in one pass, and step(grads) takes
+    # the arrays given, one at a time, into the same (packed) state.
     from npvae.models import VAE
 
     model = VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1)
     twin = VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1)
-    optimizer, reference = Adam(model.params, lr=1e-3), Adam(twin.params, lr=1e-3)
+    optimizer = Adam(model.params, lr=1e-3, flat=(model.flat_params, model.flat_grads))
+    reference = Adam(twin.params, lr=1e-3)
     calls, real = [], Adam._update
 
-    def spy(self, params, grads, buffers):
+    def spy(self, param, grad, **buffers):
         if self is optimizer:
-            calls.append(list(params))
-        real(self, params, grads, buffers)
+            calls.append(param.shape)
+        real(self, param, grad, **buffers)
 
     monkeypatch.setattr(Adam, "_update", spy)
     x = (np.random.default_rng(0).random((16, 20)) < 0.4).astype(np.float32)
     rng, twin_rng = np.random.default_rng(1), np.random.default_rng(1)
     for packed in (True, False, True, False):
         model.loss(x, rng)
-        grads = model.grads if packed else {k: g.copy() for k, g in model.grads.items()}
-        optimizer.step(grads)
+        optimizer.step() if packed else optimizer.step(
+            {k: g.copy() for k, g in model.grads.items()}
+        )
         twin.loss(x, twin_rng)
         reference.step({k: g.copy() for k, g in twin.grads.items()})
-    names = list(model.params)
-    assert calls == [["all"], names, ["all"], names]
+    shapes = [param.shape for param in model.params.values()]
+    assert calls == [model.flat_params.shape, *shapes] * 2
     for key in model.params:
         np.testing.assert_array_equal(model.params[key], twin.params[key], err_msg=key)
 
 
-def test_step_rejects_grads_that_do_not_fit_params():
-    params = _new_params()
-    opt = make_optimizer("adam", params, 0.01)
-    with pytest.raises(ValueError, match="missing"):
-        opt.step({"enc.0.W": np.ones((2, 3))})
+def test_flat_that_does_not_fit_the_params_is_refused_at_construction():
+    from npvae.models import VAE
+
+    model, other = (
+        VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1),
+        VAE(input_dim=20, hidden=[8], latent_dim=3, seed=1),
+    )
+    with pytest.raises(ValueError, match="model.flat_params"):
+        Adam(model.params, flat=(other.flat_params, model.flat_grads))
     with pytest.raises(ValueError, match="shape"):
-        opt.step({"enc.0.W": np.ones((3, 2)), "enc.0.b": np.ones(4)})
-    assert not np.any(_flatten(params)), "a rejected step must not move the params"
+        SGD(model.params, 0.1, flat=(model.flat_params, model.flat_grads[:-1]))
+    with pytest.raises(ValueError, match="flat"):
+        Adam(model.params).step()  # no grads and nothing packed to take them from
 
 
 # ---------------------------------------------------------------- state round-trip
@@ -313,47 +312,6 @@ def test_state_dict_is_a_copy():
     opt.step({"w": np.ones(3)})
     assert state["step"] == 1
     assert not np.array_equal(state["m/w"], opt.state_dict()["m/w"])
-
-
-def _mismatched_states():
-    params = _new_params()
-    adam_state = make_optimizer("adam", params, 0.01).state_dict()
-    missing = dict(adam_state)
-    del missing["v/enc.0.b"]
-    extra = {**adam_state, "m/dec.0.W": np.zeros(3)}
-    wrong_shape = {**adam_state, "m/enc.0.W": np.zeros((3, 2))}
-    negative_step = {**adam_state, "step": np.array(-1)}
-    float_step = {**adam_state, "step": np.array(2.5)}
-    nan_lr = {**adam_state, "lr": np.array(np.nan)}
-    text_buffer = {**adam_state, "m/enc.0.b": np.array(["a", "b", "c", "d"])}
-    momentum_state = make_optimizer("momentum", _new_params(), 0.01).state_dict()
-    return {
-        "missing key": missing,
-        "extra key": extra,
-        "wrong shape": wrong_shape,
-        "negative step": negative_step,
-        "float step": float_step,
-        "nan lr": nan_lr,
-        "text buffer": text_buffer,
-        "other optimizer": momentum_state,
-    }
-
-
-@pytest.mark.parametrize("case", list(_mismatched_states()))
-def test_mismatched_state_raises_checkpoint_error_and_changes_nothing(case):
-    state = _mismatched_states()[case]
-    hessian, linear, _ = _quadratic()
-    params = _new_params()
-    opt = make_optimizer("adam", params, 0.01)
-    opt.step(_quadratic_grads(params, hessian, linear))
-    before = opt.state_dict()
-    with pytest.raises(CheckpointError) as raised:
-        opt.load_state_dict(state)
-    message = str(raised.value)
-    assert message and "\n" not in message
-    after = opt.state_dict()
-    for key, value in before.items():
-        np.testing.assert_array_equal(after[key], value)
 
 
 def test_plain_sgd_state_does_not_load_into_momentum():
@@ -407,118 +365,6 @@ def test_clip_grad_norm_rejects_nonpositive_max_norm():
         clip_grad_norm({"a": np.ones(2)}, max_norm=0.0)
 
 
-# ---------------------------------------------------------------- schedules
-
-
-def test_constant_step_and_exponential_values():
-    constant = ConstantLR(0.01)
-    assert [constant(e) for e in (0, 1, 1000)] == [0.01, 0.01, 0.01]
-    step = StepLR(0.1, step_size=10, gamma=0.5)
-    assert step(0) == step(9) == 0.1
-    assert step(10) == pytest.approx(0.05)
-    assert step(25) == pytest.approx(0.025)
-    exponential = ExponentialLR(0.1, gamma=0.9)
-    assert exponential(0) == 0.1
-    assert exponential(1) == pytest.approx(0.09)
-    assert exponential(5) == pytest.approx(0.1 * 0.9**5)
-
-
-IWAE_STAGE_OF_EPOCH = {
-    0: 0,
-    1: 1,
-    3: 1,
-    4: 2,
-    12: 2,
-    13: 3,
-    39: 3,
-    40: 4,
-    120: 4,
-    121: 5,
-    363: 5,
-    364: 6,
-    1092: 6,
-    1093: 7,
-    3279: 7,
-    3280: 7,
-    100_000: 7,
-}
-
-
-@pytest.mark.parametrize(("epoch", "stage"), IWAE_STAGE_OF_EPOCH.items())
-def test_iwae_schedule_stage_boundaries(epoch, stage):
-    schedule = IWAESchedule(1e-3)
-    assert schedule(epoch) == pytest.approx(1e-3 * 10 ** (-stage / 7), rel=1e-14)
-
-
-def test_iwae_schedule_stage_lengths_and_total():
-    schedule = IWAESchedule(1e-3, stages=8)
-    assert schedule.total_epochs == 3280
-    rates = [schedule(epoch) for epoch in range(schedule.total_epochs)]
-    distinct = sorted(set(rates), reverse=True)
-    assert len(distinct) == 8
-    assert [rates.count(rate) for rate in distinct] == [3**i for i in range(8)]
-    assert distinct[-1] / distinct[0] == pytest.approx(10 ** (-7 / 7))
-    assert IWAESchedule(1e-3, stages=3).total_epochs == 1 + 3 + 9
-
-
-def test_fitted_iwae_schedule_with_the_papers_epochs_is_the_paper_schedule():
-    paper, fitted = IWAESchedule(1e-3), FittedIWAESchedule(1e-3, epochs=3280)
-    assert [fitted(epoch) for epoch in range(3400)] == [paper(epoch) for epoch in range(3400)]
-
-
-@pytest.mark.parametrize("epochs", [820, 1000, 37])
-def test_fitted_iwae_schedule_keeps_the_stages_proportions(epochs):
-    schedule = FittedIWAESchedule(1e-3, epochs=epochs)
-    rates = [schedule(epoch) for epoch in range(epochs)]
-    assert rates[0] == 1e-3
-    assert rates == sorted(rates, reverse=True)
-    assert schedule(epochs - 1) == schedule(10 * epochs) == pytest.approx(1e-4, rel=1e-14)
-    # Stage i starts at the paper's epoch (3**i - 1) / 2, scaled by epochs / 3280: each
-    # epoch's stage is the last one that has started by the epoch's beginning.
-    for epoch, rate in enumerate(rates):
-        started = [i for i in range(8) if epoch * 3280 >= (3**i - 1) // 2 * epochs]
-        assert rate == pytest.approx(1e-3 * 10 ** (-started[-1] / 7), rel=1e-14)
-
-
-def test_fitted_iwae_schedule_for_820_epochs():
-    schedule = FittedIWAESchedule(1e-3, epochs=820)
-    rates = [schedule(epoch) for epoch in range(820)]
-    counts = [rates.count(1e-3 * 10 ** (-stage / 7)) for stage in range(8)]
-    assert counts == [1, 0, 3, 6, 21, 60, 183, 546]
-
-
-def test_iwae_fit_schedule_is_built_from_the_runs_epochs():
-    from npvae.build import schedule_for
-    from npvae.config import Config
-
-    schedule = schedule_for(Config(schedule="iwae-fit", epochs=820, lr=2e-3))
-    assert isinstance(schedule, FittedIWAESchedule)
-    assert (schedule.epochs, schedule(0), schedule(819)) == (820, 2e-3, pytest.approx(2e-4))
-
-
-@pytest.mark.parametrize(
-    "schedule",
-    [
-        ConstantLR(0.01),
-        StepLR(0.1, 10, 0.5),
-        ExponentialLR(0.1, 0.9),
-        IWAESchedule(1e-3, 4),
-        IWAESchedule(1e-3, 4, epochs=11),
-        FittedIWAESchedule(1e-3, epochs=100),
-    ],
-)
-def test_schedule_repr_rebuilds_the_same_schedule(schedule):
-    rebuilt = eval(repr(schedule))  # noqa: S307 - repr of our own classes, under test
-    assert type(rebuilt) is type(schedule)
-    for epoch in (0, 1, 5, 13, 50):
-        assert rebuilt(epoch) == schedule(epoch)
-
-
-def test_schedule_rejects_negative_epoch():
-    with pytest.raises(ValueError, match="0-based"):
-        ConstantLR(0.1)(-1)
-
-
 # ---------------------------------------------------------------- factories
 
 
@@ -533,26 +379,12 @@ def test_make_optimizer_names_select_the_right_rule():
     assert nesterov.momentum == 0.9 and nesterov.nesterov
 
 
-def test_make_schedule_builds_each_schedule():
-    assert make_schedule("constant", 0.1)(7) == 0.1
-    assert make_schedule("step", 0.1, step_size=2, gamma=0.1)(2) == pytest.approx(0.01)
-    assert make_schedule("exponential", 0.1, gamma=0.5)(1) == pytest.approx(0.05)
-    assert make_schedule("iwae", 1e-3).total_epochs == 3280
-
-
-@pytest.mark.parametrize(
-    ("build", "valid_names"),
-    [
-        (lambda: make_optimizer("rmsprop", _new_params(), 0.1), OPTIMIZER_NAMES),
-        (lambda: make_schedule("cosine", 0.1), ["constant", "step", "exponential", "iwae"]),
-    ],
-)
-def test_unknown_name_raises_config_error_listing_valid_names(build, valid_names):
+def test_unknown_name_raises_config_error_listing_valid_names():
     with pytest.raises(ConfigError) as raised:
-        build()
+        make_optimizer("rmsprop", _new_params(), 0.1)
     message = str(raised.value)
     assert "\n" not in message
-    for name in valid_names:
+    for name in OPTIMIZER_NAMES:
         assert repr(name) in message
 
 
@@ -561,13 +393,10 @@ def test_unknown_name_raises_config_error_listing_valid_names(build, valid_names
     [
         lambda: make_optimizer("adam", _new_params(), 0.1, momentum=0.9),
         lambda: make_optimizer("sgd", _new_params(), 0.1, nesterov=True),
-        lambda: make_schedule("step", 0.1, gamma=0.5),
         lambda: make_optimizer("adam", _new_params(), -0.1),
         lambda: make_optimizer("momentum", _new_params(), 0.1, momentum=1.0),
         lambda: SGD(_new_params(), 0.1, nesterov=True),
         lambda: Adam(_new_params(), eps=0.0),
-        lambda: StepLR(0.1, step_size=0, gamma=0.5),
-        lambda: IWAESchedule(1e-3, stages=2.5),
     ],
 )
 def test_bad_options_raise_config_error(build):
