@@ -153,10 +153,10 @@ def cases(dtype, rng):
     )
     for latent in ((128, 20), (500, 50)):
         mu, log_var, eps = normal(latent), normal(latent, 2.0), normal(latent)
-        # In float64 the KL functions run their reference (kernels._KL_COMPILED): no row.
+        # In float64 the KL functions run their reference (kernels.COMPILED_KL_DTYPES): no row.
         for name in ("gaussian_kl_per_dim", "gaussian_kl_grad", "gaussian_kl"):
             ref, fast = getattr(kernels, name + "_ref"), getattr(kernels, name)
-            if np.dtype(dtype) in kernels._KL_COMPILED:
+            if np.dtype(dtype) in kernels.COMPILED_KL_DTYPES:
                 yield (name, latent, ref, fast, (mu, log_var))
         for name in ("reparameterize", "reparameterize_backward"):
             ref, fast = getattr(kernels, name + "_ref"), getattr(kernels, name)

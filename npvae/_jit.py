@@ -1,18 +1,18 @@
 """The one place numba is configured.
 
-Every compiled kernel in npvae is decorated with :func:`jit` from here, so
-that one switch turns numba off everywhere: ``NPVAE_USE_NUMBA=0`` makes
-``jit`` return the plain Python function.  The kernels are written as plain
-loops, so the same source runs (slowly) as ordinary Python; the tests run the
-kernel suite both ways.
+Every compiled function in npvae (all in :mod:`npvae._compiled`) is decorated
+with :func:`jit` from here, so that one switch turns numba off everywhere:
+``NPVAE_USE_NUMBA=0`` makes ``jit`` return the plain Python function.  The
+kernels are written as plain loops, so the same source runs (slowly) as
+ordinary Python; the tests run the kernel suite both ways.
 
 The kernels are serial.  numba's parallel loops (``parallel=True``, ``prange``)
-made every training step measured about 2% slower and tied in the evaluation:
-after each matrix product OpenBLAS's threads go on spinning for a while, and a
-parallel loop's workers must wait for those cores (``benchmarks/README.md``,
-"Kernels").  Serial kernels also leave the process's environment alone: the
-parallel ones needed ``OMP_WAIT_POLICY=passive`` set for the whole process,
-which slowed any other OpenMP library in it.
+make a training step about 2% slower and tie in the evaluation: after each
+matrix product OpenBLAS's threads go on spinning for a while, and a parallel
+loop's workers must wait for those cores (``benchmarks/README.md``,
+"Kernels").  Serial kernels also leave the process's environment alone:
+parallel ones need ``OMP_WAIT_POLICY=passive`` set for the whole process,
+which slows any other OpenMP library in it.
 
 fastmath: we enable the LLVM flags that let the compiler reassociate and
 vectorise floating-point reductions, but deliberately leave out ``nnan`` and

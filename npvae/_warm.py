@@ -24,25 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import _jit, kernels
+from npvae import _compiled, _jit, kernels
 
 #: Generous: the child compiled every kernel from an empty cache in 6.2 s on a 2-core EPYC VM.
 CHILD_TIMEOUT_S = 600
 
 
 def dispatchers() -> list:
-    """numba's dispatcher of every compiled function in :mod:`npvae.kernels` (none if off)."""
+    """numba's dispatcher of every compiled function in :mod:`npvae._compiled` (none if off)."""
     if not _jit.USE_NUMBA:
         return []
     import numba
 
     kinds = numba.core.dispatcher.Dispatcher
-    return [obj for obj in vars(kernels).values() if isinstance(obj, kinds)]
+    return [obj for obj in vars(_compiled).values() if isinstance(obj, kinds)]
 
 
 def cached(dtype="float32") -> bool | None:
-    """Whether numba's disk cache holds every kernel for ``dtype``, compiled after ``kernels.py``
-    last changed.
+    """Whether numba's disk cache holds every kernel for ``dtype``, compiled after
+    ``_compiled.py`` last changed.
 
     It looks only at the cache's index files (their existence and age) and at the stamp
     the child leaves beside them once it has compiled ``dtype``'s kernels (:func:`_stamp`),
@@ -51,7 +51,7 @@ def cached(dtype="float32") -> bool | None:
     without the stamp a float64 run after float32 ones would compile in its own process.
     None when this numba lays its cache out otherwise and there is no telling.
     """
-    source = Path(kernels.__file__).stat().st_mtime
+    source = Path(_compiled.__file__).stat().st_mtime
     folder = None
     for dispatcher in dispatchers():
         try:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from npvae import kernels
+from npvae import _compiled, kernels
 from npvae.gradcheck import numerical_gradient, rel_error
 
 DTYPES = [np.float32, np.float64]
@@ -105,8 +105,8 @@ def test_binarize_uint8_equals_reference_exactly():
 
 
 # --------------------------------------------------------------------------- exp, expm1, log1p
-# The kernels' own exp, expm1 and log1p (range reduction and a polynomial, so that
-# the loops vectorise) are held to NumPy's, in ulps of the result, over their whole
+# npvae._compiled's own exp, expm1 and log1p (range reduction and a polynomial, so
+# that the loops vectorise) are held to NumPy's, in ulps of the result, over their whole
 # domains: exp and expm1 on [-120, 0] (down through float32's subnormals to 0),
 # log1p on [0, 1] including tiny arguments.
 
@@ -131,7 +131,7 @@ def _sweep(low, high, dtype, n=3000):
 def test_exp_nonpositive_within_a_few_ulps(dtype):
     args = np.concatenate([_sweep(-120, 0, dtype), _sweep(-1, 0, dtype), [-1e-30, -0.0]])
     args = args.astype(dtype)
-    assert _ulp_errors(kernels._exp_nonpositive, args, np.exp).max() <= ULPS
+    assert _ulp_errors(_compiled.exp_nonpositive, args, np.exp).max() <= ULPS
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -139,7 +139,7 @@ def test_expm1_nonpositive_within_a_few_ulps_also_near_zero(dtype):
     near_zero = -(10.0 ** -np.linspace(1, 30, 200))
     args = np.concatenate([_sweep(-120, 0, dtype), _sweep(-0.4, 0, dtype), near_zero])
     args = args.astype(dtype)
-    assert _ulp_errors(kernels._expm1_nonpositive, args, np.expm1).max() <= ULPS
+    assert _ulp_errors(_compiled.expm1_nonpositive, args, np.expm1).max() <= ULPS
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -150,7 +150,7 @@ def test_exp_and_expm1_within_a_few_ulps_on_both_sides_of_zero(dtype, name):
     near_zero = 10.0 ** -np.linspace(1, 30, 200)
     args = [_sweep(-120, top, dtype), _sweep(-2, 2, dtype), _sweep(0.3, 0.4, dtype)]
     args = np.concatenate([*args, near_zero, -near_zero, [0.0, -0.0]]).astype(dtype)
-    helper, reference = getattr(kernels, "_" + name), getattr(np, name)
+    helper, reference = getattr(_compiled, name), getattr(np, name)
     assert _ulp_errors(helper, args, reference).max() <= ULPS
 
 
@@ -160,16 +160,16 @@ def test_exp_and_expm1_overflow_to_inf_and_keep_nan(dtype):
     beyond = [T(89.0) if dtype == np.float32 else T(710.0), T(1e4), T(np.inf)]
     with np.errstate(over="ignore"):  # with numba off, NumPy's ldexp says it overflowed
         for value in beyond:
-            assert kernels._exp(value) == np.inf and kernels._expm1(value) == np.inf
-    assert kernels._exp(T(-np.inf)) == 0 and kernels._expm1(T(-np.inf)) == -1
-    assert np.isnan(kernels._exp(T(np.nan))) and np.isnan(kernels._expm1(T(np.nan)))
+            assert _compiled.exp(value) == np.inf and _compiled.expm1(value) == np.inf
+    assert _compiled.exp(T(-np.inf)) == 0 and _compiled.expm1(T(-np.inf)) == -1
+    assert np.isnan(_compiled.exp(T(np.nan))) and np.isnan(_compiled.expm1(T(np.nan)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_log1p_unit_within_a_few_ulps_also_for_tiny_arguments(dtype):
     tiny = 10.0 ** -np.linspace(1, 37, 200)
     args = np.concatenate([_sweep(0, 1, dtype), [np.sqrt(2) - 1, 0.0], tiny]).astype(dtype)
-    assert _ulp_errors(kernels._log1p_unit, args, np.log1p).max() <= ULPS
+    assert _ulp_errors(_compiled.log1p_unit, args, np.log1p).max() <= ULPS
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -190,11 +190,11 @@ def test_tanh_within_a_few_ulps_over_its_whole_range(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_exp_helpers_at_the_special_values(dtype):
     T = np.dtype(dtype).type
-    assert kernels._exp_nonpositive(T(-np.inf)) == 0
-    assert kernels._exp_nonpositive(T(-1e4)) == 0
-    assert kernels._expm1_nonpositive(T(-np.inf)) == -1
-    assert kernels._log1p_unit(T(0)) == 0
-    for helper in (kernels._exp_nonpositive, kernels._expm1_nonpositive, kernels._log1p_unit):
+    assert _compiled.exp_nonpositive(T(-np.inf)) == 0
+    assert _compiled.exp_nonpositive(T(-1e4)) == 0
+    assert _compiled.expm1_nonpositive(T(-np.inf)) == -1
+    assert _compiled.log1p_unit(T(0)) == 0
+    for helper in (_compiled.exp_nonpositive, _compiled.expm1_nonpositive, _compiled.log1p_unit):
         assert np.isnan(helper(T(np.nan)))
 
 
@@ -576,7 +576,7 @@ def test_non_contiguous_inputs_give_the_same_answer():
 
 _CALL_EVERY_KERNEL = """
 import json, numpy as np
-from npvae import kernels
+from npvae import _compiled, kernels
 for dtype in (np.float32, np.float64):
     x = np.full((2, 3), 0.5, dtype)
     kernels.bernoulli_log_prob(x, x); kernels.bernoulli_log_prob_and_grad(x, x)
@@ -584,7 +584,7 @@ for dtype in (np.float32, np.float64):
     kernels.relu_forward(x); kernels.relu_backward(x, x); kernels.binarize(x, x)
     kernels.tanh(x); kernels.tanh_backward(x, x)
     kernels.adam_update(x.copy(), x, x.copy(), x.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)
-stats = [f.stats for f in vars(kernels).values() if hasattr(f, "stats") and f.stats.cache_path]
+stats = [f.stats for f in vars(_compiled).values() if hasattr(f, "stats") and f.stats.cache_path]
 print(json.dumps({"hits": sum(sum(s.cache_hits.values()) for s in stats),
                   "misses": sum(sum(s.cache_misses.values()) for s in stats)}))
 """

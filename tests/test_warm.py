@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from npvae import _jit, _warm, kernels
+from npvae import _compiled, _jit, _warm, kernels
 
 needs_numba = pytest.mark.skipif(
     not _jit.USE_NUMBA, reason="numba is off (NPVAE_USE_NUMBA=0): there is nothing to compile"
@@ -57,7 +57,7 @@ def test_after_warm_a_training_compiles_nothing(tmp_path):
     # Without the warm-up, a new cache makes the training compile its kernels itself ...
     cold = json.loads(run_python(STEP.format(dtype="float32"), tmp_path / "cold"))
     assert cold["cached"] is False
-    assert {"_bernoulli_log_prob_and_grad_kernel", "_adam_kernel"} <= set(cold["compiled"])
+    assert {"bernoulli_log_prob_and_grad_loop", "adam_update_loop"} <= set(cold["compiled"])
     # ... and after it, the training finds every kernel in the cache: the compiling, and
     # the memory numba keeps after it, happened in the child.
     warmed = tmp_path / "warmed"
@@ -86,14 +86,14 @@ def test_a_float64_run_after_float32_ones_is_warmed_too(tmp_path):
 
 
 @needs_numba
-def test_an_edited_kernels_file_makes_the_cache_cold(monkeypatch, tmp_path):
+def test_an_edited_compiled_file_makes_the_cache_cold(monkeypatch, tmp_path):
     _warm.main(["float32"])  # the child's work, in this process: the cache holds every kernel
     assert _warm.cached() is True
-    newer = tmp_path / "kernels.py"
+    newer = tmp_path / "_compiled.py"
     newer.write_text("")
     future = time.time() + 3600
     os.utime(newer, (future, future))
-    monkeypatch.setattr(kernels, "__file__", str(newer))
+    monkeypatch.setattr(_compiled, "__file__", str(newer))
     assert _warm.cached() is False
 
 
