@@ -17,9 +17,11 @@ The last checks are that the tour's gradients are, bit for bit, the ones
     python -m npvae.tour --pause               # wait for Enter at every stop
     python -m npvae.tour --dataset mnist --data-dir ../shared/data/mnist
 
-Each stop names the section of ``docs/`` that derives it; ``docs/tour.md`` reads
-along.  Exit status 0 when every check passes, 1 when one fails (it prints
-FAIL), 2 for a bad flag (one line on stderr), 130 when interrupted.
+Each stop is a function of ``npvae/tour_stops.py``, and :func:`walk` calls them in
+order; this module holds the command line and the :class:`Guide` that prints the
+stops and scores their checks.  Each stop names the section of ``docs/`` that derives
+it; ``docs/tour.md`` reads along.  Exit status 0 when every check passes, 1 when one
+fails (it prints FAIL), 2 for a bad flag (one line on stderr), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -30,14 +32,12 @@ import sys
 import numpy as np
 
 from npvae import __version__, _warm
+from npvae import tour_stops as stops
 from npvae.config import OneLineParser, whole_number
 from npvae.data import load_dataset, make_digits
-from npvae.distributions import DiagonalGaussian
 from npvae.errors import ConfigError, NpvaeError
-from npvae.gradcheck import STEP, TOLERANCE, numerical_gradient, rel_error
-from npvae.layers import ReLU
+from npvae.gradcheck import STEP, TOLERANCE, numerical_gradient
 from npvae.models import VAE
-from npvae.optim import Adam
 from npvae.validate import counted
 
 #: The classic VAE of PyTorch's example and of ``python -m npvae.train``'s default.
@@ -50,12 +50,8 @@ DATASET_NAMES = {
 }
 #: The largest batch the tour takes: it prints about arrays, it does not train.
 MOST_IMAGES = 256
-#: Draws of z for the checks of the sampler and of the closed-form KL.
-DRAWS = 100_000
 #: Entries of each array whose gradient is checked by finite differences.
 ENTRIES = 6
-#: How far a Monte Carlo estimate may be from its exact value, in standard errors.
-STANDARD_ERRORS = 5.0
 
 
 class Guide:
@@ -161,273 +157,28 @@ def _differences(f, array: np.ndarray, rng, kinks) -> tuple[float, list, np.ndar
     return loss, entries, np.array(numeric), set_aside
 
 
-def _clone(model: VAE) -> VAE:
-    """A second model with the same weights: finite differences run through it, so the
-    toured model's layers keep the inputs they cached for its backward pass."""
-    clone = VAE(**model.config)
-    clone.flat_params[...] = model.flat_params
-    return clone
-
-
-def _z_scores(samples: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> tuple:
-    """How many standard errors the draws' mean and variance are from ``mean`` and
-    ``variance``, per column of ``samples (M, d)``: ``(mean's (d,), variance's (d,))``."""
-    m = len(samples)
-    mean_error = (samples.mean(axis=0) - mean) / np.sqrt(variance / m)
-    # The sample variance of M normals has a relative standard error of sqrt(2 / (M - 1)).
-    variance_error = (samples.var(axis=0, ddof=1) / variance - 1) / np.sqrt(2 / (m - 1))
-    return np.abs(mean_error), np.abs(variance_error)
-
-
 def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
     """One training step of ``model`` on ``x (N, D)`` with the noise ``eps (1, N, d)``.
 
     Writes ``model.grads`` and takes one Adam step, as ``VAE.loss`` and ``Adam.step`` do;
     ``rng`` draws what the checks need (which entries, the Monte Carlo draws).
     """
-    n, d = len(x), model.latent_dim
-    probe = _clone(model)
-    encoder, decoder = model.encoder, model.decoder
-    relus = [
-        layer for layer in (*probe.encoder.layers, *probe.decoder.layers) if isinstance(layer, ReLU)
-    ]
-
-    def kinks() -> list[np.ndarray]:
-        """Which of the probe's ReLU units passed their input in its last forward pass."""
-        return [layer._out > 0 for layer in relus]
-
-    guide.stop(
-        "The batch",
-        f"x: {counted(n, 'image')} of {x.shape[1]} pixels, grey levels scaled to [0, 1]",
-        "for x in Batches(x_train, batch_size, rng): ...",
-        "models.md#vae",
-    )
-    guide.show("x", x)
-
-    # ----- forward ---------------------------------------------------------------------
-    h = encoder.forward(x)
-    mu, log_var = model.mu_head.forward(h), model.log_var_head.forward(h)
-    guide.stop(
-        "The encoder: q(z|x) = N(mu, diag(exp(log_var)))",
-        "h = relu(x W1 + b1);  mu = h Wmu + bmu;  log_var = h Wlv + blv",
-        "h = self.encoder.forward(x); mu, log_var = self.mu_head.forward(h), ...",
-        "backprop.md#linear",
-    )
-    guide.show("h", h)
-    guide.show("mu", mu)
-    guide.show("log_var", log_var)
-    guide.say(f"{np.mean(h > 0):.0%} of the {h.size} hidden values are positive (ReLU passes them)")
-    first = encoder.layers[0].params
-    direct = np.maximum(x @ first["W"] + first["b"], 0)
-    guide.check(
-        "h is relu(x W1 + b1) written out in NumPy",
-        np.array_equal(h, direct),
-        f"{np.count_nonzero(h != direct)} of {h.size} entries differ",
-    )
-
-    eps_rows = eps.reshape(n, d)
-    z = DiagonalGaussian.sample(mu, log_var, eps_rows)
-    guide.stop(
-        "The reparameterisation: a draw from q(z|x) that gradients can pass through",
-        "z = mu + exp(log_var / 2) * eps,  eps ~ N(0, I) drawn before the step",
-        "z = DiagonalGaussian.sample(mu, log_var, eps)",
-        "backprop.md#reparameterisation",
-    )
-    guide.show("eps", eps_rows)
-    guide.show("z", z)
-    many = rng.standard_normal((DRAWS, d))
-    draws = DiagonalGaussian.sample(
-        np.tile(mu[:1], (DRAWS, 1)), np.tile(log_var[:1], (DRAWS, 1)), many
-    )
-    mean_z, variance_z = _z_scores(draws, mu[0], np.exp(log_var[0]))
-    worst = max(mean_z.max(), variance_z.max())
-    guide.check(
-        f"over {DRAWS:,} draws for image 0, z has mean mu and variance exp(log_var)",
-        worst < STANDARD_ERRORS,
-        f"worst of {2 * d} moments {worst:.1f} standard errors off (bar {STANDARD_ERRORS:g})",
-    )
-
-    logits = decoder.forward(z)
-    log_px, dlogits = model.likelihood.log_prob_and_grad(x, logits)
-    guide.stop(
-        "The decoder and the reconstruction term: log p(x|z) for Bernoulli pixels",
-        "logits = relu(z W3 + b3) W4 + b4;  log p(x|z) = sum_j x_j l_j - softplus(l_j)",
-        "out = self.decoder.forward(z); log_px, dout = self.likelihood.log_prob_and_grad(x, out)",
-        "backprop.md#bernoulli-log-likelihood",
-    )
-    guide.show("logits", logits)
-    guide.show("log p(x|z)", log_px)
-    guide.say(
-        f"an untrained decoder's logits are near 0, every pixel a coin toss: "
-        f"{x.shape[1]} log 2 = {x.shape[1] * np.log(2):.1f} nats an image"
-    )
-    p = 1 / (1 + np.exp(-logits))
-    textbook = np.sum(x * np.log(p) + (1 - x) * np.log(1 - p), axis=1)
-    error = rel_error(log_px, textbook)
-    guide.check(
-        "it equals sum_j x log p + (1 - x) log(1 - p) with p = sigmoid(l)",
-        error < 1e-12,
-        f"relative error {error:.1e} (bar 1e-12)",
-    )
-
-    kl_dim = DiagonalGaussian.kl_per_dim(mu, log_var)
-    kl = kl_dim.sum(axis=1)
-    guide.stop(
-        "The KL term, in closed form",
-        "KL(q(z|x) || N(0, I)) = 0.5 sum_j (mu_j^2 + exp(log_var_j) - 1 - log_var_j)",
-        "kl_dim = DiagonalGaussian.kl_per_dim(mu, log_var)",
-        "backprop.md#gaussian-kl",
-    )
-    guide.show("KL", kl)
-    # The KL is E_q[log q(z|x) - log p(z)]: estimate it from draws of z for every image.
-    z_many = mu + np.exp(log_var / 2) * rng.standard_normal((DRAWS // n, n, d))
-    log_ratio = DiagonalGaussian.log_prob(z_many, mu, log_var) - DiagonalGaussian.prior_log_prob(
-        z_many
-    )
-    standard_error = log_ratio.std(axis=0, ddof=1) / np.sqrt(len(log_ratio))
-    worst = np.max(np.abs(log_ratio.mean(axis=0) - kl) / standard_error)
-    guide.check(
-        f"a Monte Carlo estimate, E_q[log q(z|x) - log p(z)] over {DRAWS // n:,} draws an image",
-        worst < STANDARD_ERRORS,
-        f"worst of {counted(n, 'image')} {worst:.1f} standard errors off (bar {STANDARD_ERRORS:g})",
-    )
-
-    recon = -log_px
-    kl_term = kl_dim.mean(axis=0).sum()
-    loss = recon.mean() + kl_term
-    guide.stop(
-        "The loss: the negative ELBO, averaged over the batch",
-        "loss = mean_n [ -log p(x_n|z_n) ] + sum_j mean_n KL_nj",
-        "loss = recon_weight * recon.mean() + beta * kl_term   (both weights 1 here)",
-        "models.md#vae",
-    )
-    guide.say(f"reconstruction {recon.mean():.3f} + KL {kl_term:.3f} = loss {loss:.3f} nats")
-    reported = probe.loss(x, eps=eps, grad=False)["loss"]
-    guide.check(
-        "VAE.loss gives the same number",
-        reported == loss,
-        f"VAE.loss {reported:.17g}, the tour {loss:.17g}",
-    )
-
-    # ----- backward --------------------------------------------------------------------
-    # The loss as a function of each array the backward pass meets, each built on the one
-    # after it; the finite differences nudge an entry of that array and call these.
-    def loss_from_logits(out: np.ndarray, kl_of: float = kl_term) -> float:
-        return -model.likelihood.log_prob(x, out).mean() + kl_of
-
-    def loss_from_z(z_of: np.ndarray, kl_of: float = kl_term) -> float:
-        return loss_from_logits(probe.decoder.forward(z_of), kl_of)
-
-    def loss_from_latents(mu_of: np.ndarray, log_var_of: np.ndarray) -> float:
-        kl_of = DiagonalGaussian.kl_per_dim(mu_of, log_var_of).mean(axis=0).sum()
-        return loss_from_z(DiagonalGaussian.sample(mu_of, log_var_of, eps_rows), kl_of)
-
-    def loss_from_h(h_of: np.ndarray) -> float:
-        return loss_from_latents(probe.mu_head.forward(h_of), probe.log_var_head.forward(h_of))
-
-    dout = dlogits * np.full(n, -1.0 / n)[:, None]  # d loss / d log p(x_n|z_n) = -1/N
-    guide.stop(
-        "Backward starts at the output: d loss / d logits",
-        "d log p(x|z) / d l = x - sigmoid(l);  each image's term is weighted -1/N",
-        "dout *= per_row[:, None]   (per_row = -1/N; dout came with log_px from the kernel)",
-        "backprop.md#bernoulli-log-likelihood",
-    )
-    guide.show("dout", dout)
-    guide.gradient("logits", dout, lambda: loss_from_logits(logits), logits, rng, kinks)
-
-    dz = decoder.backward(dout)
-    guide.stop(
-        "Back through the decoder: each Linear writes dW, db and returns dx",
-        "dW = x.T dout;  db = sum_n dout;  dx = dout W.T;  relu: dx = dout where out > 0",
-        "dz = self.decoder.backward(dout)",
-        "backprop.md#linear",
-    )
-    guide.show("dz", dz)
-    guide.show("dW4", model.grads["decoder.2.W"])
-    guide.gradient("z", dz, lambda: loss_from_z(z), z, rng, kinks)
-
-    dmu_z, dlog_var_z = DiagonalGaussian.sample_backward(dz, log_var, eps_rows)
-    dmu_kl, dlog_var_kl = DiagonalGaussian.kl_grad(mu, log_var)
-    kl_weight = np.full(d, 1.0 / n)  # d loss / d KL_nj = beta / N
-    dmu = dmu_z + dmu_kl * kl_weight
-    dlog_var = dlog_var_z + dlog_var_kl * kl_weight
-    guide.stop(
-        "Through the sampler, and the KL's own gradient",
-        "dmu = dz + mu / N;  dlog_var = dz * eps * exp(log_var / 2) / 2 "
-        "+ (exp(log_var) - 1) / (2 N)",
-        "DiagonalGaussian.sample_backward(dz, log_var, eps); DiagonalGaussian.kl_grad(mu, log_var)",
-        "backprop.md#reparameterisation",
-    )
-    guide.show("dmu", dmu)
-    guide.show("dlog_var", dlog_var)
-    guide.gradient("mu", dmu, lambda: loss_from_latents(mu, log_var), mu, rng, kinks)
-    guide.gradient("log_var", dlog_var, lambda: loss_from_latents(mu, log_var), log_var, rng, kinks)
-
-    dh = model.mu_head.backward(dmu)
-    dh += model.log_var_head.backward(dlog_var)
-    encoder.backward(dh)
-    guide.stop(
-        "Through the two heads, which share h, and the encoder",
-        "dh = dmu Wmu.T + dlog_var Wlv.T   (h feeds both heads, so their gradients add)",
-        "dh = self.mu_head.backward(dmu); dh += self.log_var_head.backward(dlog_var); ...",
-        "backprop.md#linear",
-    )
-    guide.show("dh", dh)
-    guide.show("dW1", model.grads["encoder.0.W"])
-    guide.gradient("h", dh, lambda: loss_from_h(h), h, rng, kinks)
-
-    # ----- every parameter ---------------------------------------------------------------
-    guide.stop(
-        "Every parameter's gradient, against the loss itself",
-        "d loss / d theta for all 10 arrays (W and b of 5 Linear layers)",
-        "self.grads, views into self.flat_grads, written once per step",
-        "backprop.md#checking-gradients",
-    )
-
-    def whole_loss() -> float:
-        return probe.loss(x, eps=eps, grad=False)["loss"]
-
-    for name, param in probe.params.items():
-        guide.gradient(name, model.grads[name], whole_loss, param, rng, kinks)
-    probe.loss(x, eps=eps)  # the probe's own gradients; the toured model's stay as written
-    differ = int(np.count_nonzero(probe.flat_grads != model.flat_grads))
-    guide.check(
-        "VAE.loss writes the same gradients",
-        differ == 0,
-        f"{differ} of {model.flat_grads.size:,} entries differ",
-    )
-
-    # ----- the update --------------------------------------------------------------------
-    before = model.flat_params.copy()
-    adam = Adam(model.params, lr=1e-3)
-    adam.step(model.grads)
-    guide.stop(
-        "Adam's first step",
-        "m = 0.1 g;  v = 0.001 g^2;  theta -= lr m_hat / (sqrt(v_hat) + eps), "
-        "m_hat = m / 0.1, v_hat = v / 0.001",
-        "adam = Adam(model.params, lr=1e-3); adam.step(model.grads)",
-        "backprop.md#adam",
-    )
-    g = model.flat_grads
-    moved = model.flat_params - before
-    largest = int(np.argmax(np.abs(g)))
-    guide.say(
-        f"the largest gradient, {g[largest]:+.3e}, moved its weight by {moved[largest]:+.3e}: "
-        "on the first step m_hat = g and v_hat = g^2"
-    )
-    expected = -adam.lr * g / (np.abs(g) + adam.eps)
-    error = rel_error(moved, expected)
-    guide.check(
-        "so every parameter moved by -lr g / (|g| + eps), about lr against its gradient's sign",
-        error < 1e-9,
-        f"relative error {error:.1e} (bar 1e-9)",
-    )
-    after = model.loss(x, eps=eps, grad=False)["loss"]
-    guide.check(
-        "the loss on this batch and noise went down",
-        after < loss,
-        f"{loss:.6f} -> {after:.6f} nats",
-    )
+    tour = stops.Tour(model, x, eps, guide, rng)
+    stops.the_batch(tour)
+    # Forward, in the order VAE.loss takes it.
+    h, mu, log_var = stops.the_encoder(tour)
+    z = stops.the_reparameterisation(tour, mu, log_var)
+    logits, log_px, dlogits = stops.the_decoder(tour, z)
+    kl_dim = stops.the_kl(tour, mu, log_var)
+    loss, kl_term = stops.the_loss(tour, log_px, kl_dim)
+    # Backward, along the same path in reverse.
+    dout = stops.the_output_gradient(tour, logits, dlogits, kl_term)
+    dz = stops.back_through_the_decoder(tour, dout, z, kl_term)
+    dmu, dlog_var = stops.back_through_the_sampler(tour, dz, mu, log_var)
+    stops.back_through_the_encoder(tour, dmu, dlog_var, h)
+    # Every parameter, and the update.
+    stops.every_parameter(tour)
+    stops.adams_first_step(tour, loss)
 
 
 # ----- the command line ---------------------------------------------------------------

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from conftest import MNIST_DIR, NO_MNIST
 
-from npvae import tour
+from npvae import tour, tour_stops
+from npvae.data import make_digits
 from npvae.distributions import DiagonalGaussian
 from npvae.layers import Linear, ReLU
+from npvae.models import VAE
 
 
 def run(capsys, *argv):
@@ -26,6 +28,57 @@ def test_the_default_tour_passes_every_check(capsys):
     assert len(stops) == 12
     for section in ("backprop.md#linear", "backprop.md#adam", "models.md#vae"):
         assert f"docs/{section}" in out
+
+
+def test_the_stops_docs_tour_md_shows_are_what_it_prints(capsys):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "tour.md").read_text()
+    shown = text.split("A stop as it prints")[1].split("```")[1].splitlines()[1:]
+    assert len([line for line in shown if line.startswith(("3. ", "7. "))]) == 2
+    status, out, _ = run(capsys)
+    assert status == 0
+    printed = out.splitlines()
+    missing = [line for line in shown if line and line not in printed]
+    assert missing == [], "docs/tour.md shows lines the tour does not print"
+    start = printed.index(shown[0])
+    assert printed[start : start + 7] == shown[:7]
+
+
+STOPS = (
+    "the_batch",
+    "the_encoder",
+    "the_reparameterisation",
+    "the_decoder",
+    "the_kl",
+    "the_loss",
+    "the_output_gradient",
+    "back_through_the_decoder",
+    "back_through_the_sampler",
+    "back_through_the_encoder",
+    "every_parameter",
+    "adams_first_step",
+)
+
+
+def test_walk_is_the_twelve_stops_in_order(monkeypatch):
+    called = []
+
+    def counted_stop(name):
+        real = getattr(tour_stops, name)
+
+        def stop(*args):
+            called.append(name)
+            return real(*args)
+
+        return stop
+
+    for name in STOPS:
+        monkeypatch.setattr(tour_stops, name, counted_stop(name))
+    x = make_digits(2, 0, 0)[0].reshape(2, -1) / 255.0
+    model = VAE(**tour.ARCHITECTURE, dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    guide = tour.Guide(write=lambda line: None)
+    tour.walk(model, x, rng.standard_normal((1, 2, model.latent_dim)), guide, rng)
+    assert called == list(STOPS) and guide.stops == 12 and guide.failures == []
 
 
 @pytest.mark.parametrize(("batch", "seed"), [(1, 3), (64, 7)])
