@@ -1,26 +1,20 @@
 """Optimizers (SGD, Adam) that update a model's parameters in place, and gradient clipping.
 
-An optimizer holds a model's ``params`` (name -> array) and ``step(grads)``
-updates each of them in place from the gradient of the same name, shape and
-dtype.  Its state (SGD's velocity, Adam's moments) has the params' shapes and
-dtype.
-
-A model keeps its parameters in one flat array and its gradients in another
-(``model.flat_params``, ``model.flat_grads``; ``params`` and ``grads`` are
-views of them).  Given both, an optimizer keeps its state packed the same way,
-and ``step()`` applies the rule once, to the flat arrays; the result is the
-same, bit for bit::
+``step(grads)`` updates each array of ``params`` in place from the gradient of
+the same name, shape and dtype; the state (velocity, moments) has those shapes
+and dtype.  A model's ``params`` and ``grads`` are views of two flat arrays;
+given those, an optimizer packs its state alike and ``step()`` applies the rule
+once, to the flat arrays, with the same result bit for bit::
 
     adam = Adam(vae.params, lr=1e-3)
     adam.step(vae.grads)  # the rule once per parameter array
     adam = Adam(vae.params, lr=1e-3, flat=(vae.flat_params, vae.flat_grads))
     adam.step()  # the rule once, on all of them
 
-``state_dict`` gives the state as a flat dict of arrays (``"m/enc.0.W"``,
-``"step"``, ``"lr"``) that ``np.savez`` keeps; ``load_state_dict`` copies one
-back.  A state read from a file is checked where it is read
-(``npvae.checkpoint.check_optimizer_state``).  Learning-rate schedules are in
-:mod:`npvae.schedules`.  The rules are derived in ``docs/backprop.md#adam``.
+``state_dict`` is a flat dict of arrays (``"m/enc.0.W"``, ``"step"``, ``"lr"``)
+for ``np.savez``; a saved one is checked where it is read
+(``npvae.checkpoint.check_optimizer_state``).  Schedules are in
+:mod:`npvae.schedules`; the rules are derived in ``docs/backprop.md#adam``.
 """
 
 from __future__ import annotations
@@ -38,22 +32,13 @@ __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm", "make_optimizer", "OPTI
 
 
 class Optimizer:
-    """Base class: holds ``params`` and the state, steps, saves and restores the state.
+    """Base class: holds ``params`` and the state; steps, saves and restores.
 
-    A subclass names its state buffers in ``state_kinds`` and writes its rule in
-    ``_update(param, grad, **buffers)``, called with one array each (or one flat array each).
-
-    Parameters
-    ----------
-    params : dict[str, np.ndarray]
-        The model's live parameters, floating arrays of any shape, held by
-        reference and updated in place.
-    lr : float
-        Learning rate, >= 0; settable later through the ``lr`` attribute.
-    flat : (np.ndarray, np.ndarray), optional
-        ``(flat_params, flat_grads)``, each (P,): the arrays that ``params`` and
-        the gradients are views of, in order (``model.flat_params, model.flat_grads``).
-        Then ``step()`` takes its gradient from ``flat_grads``.
+    ``params``: the model's live floating arrays, updated in place.  ``lr`` >= 0,
+    settable later.  ``flat``: ``(flat_params, flat_grads)``, each (P,), the
+    arrays that ``params`` and the gradients view in order (the model's own).
+    A subclass names its state buffers in ``state_kinds`` and writes its rule
+    in ``_update``.
     """
 
     state_kinds: tuple[str, ...] = ()
@@ -91,14 +76,8 @@ class Optimizer:
         self._lr = check_lr(value)
 
     def step(self, grads: dict[str, np.ndarray] | None = None) -> None:
-        """Update every parameter in place from its gradient.
-
-        Parameters
-        ----------
-        grads : dict[str, np.ndarray], optional
-            ``grads[k]`` has the shape and dtype of ``params[k]``.  None: the
-            ``flat_grads`` given at construction, all parameters in one update.
-        """
+        """Update every parameter in place: ``grads[k]`` has the shape and dtype of
+        ``params[k]``; None takes the ``flat_grads`` given at construction."""
         if grads is None and self.flat is None:
             raise ValueError("step() needs grads, or flat=(flat_params, flat_grads) at build")
         self.step_count += 1
@@ -109,6 +88,7 @@ class Optimizer:
             self._update(param, grads[name], **{k: b[name] for k, b in self.state.items()})
 
     def _update(self, param: np.ndarray, grad: np.ndarray, **buffers: np.ndarray) -> None:
+        """The rule, in place on ``param`` and ``buffers`` (one array each, or one flat each)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -142,9 +122,6 @@ class Optimizer:
                 np.copyto(buffer, state[f"{kind}/{name}"], casting="same_kind")
         self.lr = float(state["lr"])
         self.step_count = int(state["step"])
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(lr={self.lr!r}, {len(self.params)} params)"
 
 
 class SGD(Optimizer):
