@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
+from npvae.app.report import CHUNK_ROWS
 from npvae.data import binarize_static, load_dataset
 from npvae.evaluate import importance_sampled
-from npvae.evaluate.report import CHUNK_ROWS
 from npvae.models import VAE, load
 
 ROWS_PER_CHUNK = CHUNK_ROWS  # as python -m npvae.evaluate runs it

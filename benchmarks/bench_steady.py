@@ -4,7 +4,7 @@ On a 2-core VM the host places the two cores so that they share a last-level
 cache, or so that they do not, and moves them every few seconds.  In the
 second placement a step with two BLAS threads ran 1.9-2.2x slower (slower than
 one thread), and ``python -m npvae.train --threads auto`` now keeps its steps
-on the faster of two threads and one (``npvae/_tuner.py``).  This script runs
+on the faster of two threads and one (``npvae/app/_tuner.py``).  This script runs
 the trainer as a user would (classic VAE, all of MNIST, ``--epochs E``), with
 ``--threads 2``, ``1`` and ``auto`` in rotating order, and reads each epoch's
 training seconds from the run's ``metrics.csv``.  Between runs it measures the

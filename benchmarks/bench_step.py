@@ -42,7 +42,7 @@ import numpy as np
 from compare_peers import CONFIGS, matmul_products, npvae_model
 
 from npvae import kernels, layers
-from npvae._threads import use_threads
+from npvae.app._threads import use_threads
 from npvae.optim import Adam
 
 
@@ -189,18 +189,20 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(0)
     model = npvae_model(spec, seed=0)
-    optimizer = Adam(model.params, lr=1e-3)
+    optimizer = Adam(
+        model.params, lr=1e-3, flat=(model.flat_params, model.flat_grads)
+    )  # as the trainer
     x = (rng.random((spec["batch"], 784)) < 0.3).astype(np.float32)
 
     def loss_and_grads():
         model.loss(x, rng)
 
     def adam():
-        optimizer.step(model.grads)
+        optimizer.step()
 
     def step():
         model.loss(x, rng)
-        optimizer.step(model.grads)
+        optimizer.step()
 
     funcs = {
         "matmuls": matmul_products(spec),

@@ -195,7 +195,7 @@ def npvae_model(spec: dict, seed: int):
 
 
 def npvae_worker(options, spec: dict) -> dict:
-    from npvae._threads import CpuWatch, use_threads
+    from npvae.app._threads import CpuWatch, use_threads
     from npvae.data import Batches
     from npvae.evaluate import evaluate_loss
     from npvae.optim import Adam
@@ -204,7 +204,7 @@ def npvae_worker(options, spec: dict) -> dict:
     x_train, x_test = load_mnist(options.data_dir, options.limit)
     threads, _ = use_threads(options.threads or "auto", watch)  # as python -m npvae.train does
     model = npvae_model(spec, options.seed)
-    adam = Adam(model.params, lr=1e-3)
+    adam = Adam(model.params, lr=1e-3, flat=(model.flat_params, model.flat_grads))  # as the trainer
     rng = np.random.default_rng(options.seed)
     batches = Batches(x_train, spec["batch"], rng)
     bound = None if options.no_bound else matmul_bound(spec, len(x_train))
@@ -213,7 +213,7 @@ def npvae_worker(options, spec: dict) -> dict:
         started = time.perf_counter()
         for x in batches:
             model.loss(x, rng)
-            adam.step(model.grads)
+            adam.step()
         seconds.append(time.perf_counter() - started)
         if bound and (epoch > 0 or options.epochs == 1):  # beside each epoch that counts
             bounds.append(bound())

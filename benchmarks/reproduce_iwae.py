@@ -41,8 +41,8 @@ import sys
 import time
 from pathlib import Path
 
-from npvae import runfolder
-from npvae.checkpoint import load_checkpoint
+from npvae.app import runfolder
+from npvae.app.checkpoint import load_checkpoint
 from npvae.validate import K_SAMPLE
 
 README = Path(__file__).resolve().parent / "README.md"

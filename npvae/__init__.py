@@ -9,7 +9,7 @@ products the number of threads the command lines' ``--threads`` would
 (``npvae.threads("auto")``), for the process or, in a ``with`` block, for the block.
 """
 
-from npvae._threads import threads
+from npvae.app._threads import threads
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "threads"]

@@ -9,7 +9,7 @@ answer); they take flat C-contiguous views unless they say ``(N, D)``.
 Why one file, longer than the house's 400 lines: numba's on-disk cache watches only the
 file a function is defined in.  A loop whose helper lived in another module would load
 stale machine code from the cache after that helper changed.  So every ``@jit`` function,
-and everything one calls, is here; :mod:`npvae._warm` watches this file's age.
+and everything one calls, is here; :mod:`npvae.app._warm` watches this file's age.
 
 With ``NPVAE_USE_NUMBA=0``, :func:`npvae._jit.jit` returns each function unchanged and
 the same loops run as plain (slow) Python with the same answers.

@@ -13,7 +13,7 @@ once, to the flat arrays, with the same result bit for bit::
 
 ``state_dict`` is a flat dict of arrays (``"m/enc.0.W"``, ``"step"``, ``"lr"``)
 for ``np.savez``; a saved one is checked where it is read
-(``npvae.checkpoint.check_optimizer_state``).  Schedules are in
+(``npvae.app.checkpoint.check_optimizer_state``).  Schedules are in
 :mod:`npvae.schedules`; the rules are derived in ``docs/backprop.md#adam``.
 """
 

@@ -27,15 +27,15 @@ fails (it prints FAIL), 2 for a bad flag (one line on stderr), 130 when interrup
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
-from npvae import __version__, _warm
+from npvae import __version__
 from npvae import tour_stops as stops
-from npvae.config import OneLineParser, whole_number
+from npvae.app import _warm, cli
+from npvae.app.config import OneLineParser, whole_number
 from npvae.data import load_dataset, make_digits
-from npvae.errors import ConfigError, NpvaeError
+from npvae.errors import ConfigError
 from npvae.gradcheck import STEP, TOLERANCE, numerical_gradient
 from npvae.models import VAE
 from npvae.validate import counted
@@ -250,12 +250,13 @@ def _wait() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the tour; 0 if every check passes, 1 if one fails, 2 for a bad flag."""
-    try:
-        args = make_parser().parse_args(argv)
-        x = _batch(args)
-    except NpvaeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return cli.run(lambda: _tour(argv), out_of_memory="out of memory; give fewer --batch images",
+                   interrupted="interrupted")  # fmt: skip
+
+
+def _tour(argv: list[str] | None) -> int:
+    args = make_parser().parse_args(argv)
+    x = _batch(args)
     _warm.warm("float64")  # a fresh checkout compiles in a child (see python -m npvae.train)
     model = VAE(**ARCHITECTURE, dtype="float64", seed=args.seed)
     rng = np.random.default_rng(args.seed)
@@ -265,11 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         f"One training step of {model!r} on {counted(len(x), 'image')} of "
         f"{DATASET_NAMES[args.dataset]}, float64, seed {args.seed}."
     )
-    try:
-        walk(model, x, eps, guide, rng)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    walk(model, x, eps, guide, rng)
     guide.write("")
     if guide.failures:
         guide.write(

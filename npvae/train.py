@@ -3,7 +3,7 @@
 Reading order, top to bottom: :func:`main` turns user mistakes into one line
 on stderr; :func:`start` makes a new run (config, data, model, optimizer, and
 a checkpoint at step 0, so every run folder can resume) or :func:`resume`
-rebuilds one from a checkpoint (the checks it makes are in :mod:`npvae.resume`);
+rebuilds one from a checkpoint (the checks it makes are in :mod:`npvae.app.resume`);
 :func:`train` is the loop; :func:`finish` evaluates and draws.
 
 A run folder ``runs/<time>-<model>/`` holds ``config.json`` (the resolved
@@ -29,21 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import __version__, _warm, evaluate, kernels, runfolder, runs
-from npvae._threads import CpuWatch, parse_threads, use_threads
-from npvae._tuner import ThreadTuner
-from npvae.build import build_model, model_recipe, optimizer_for, schedule_for
-from npvae.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from npvae.config import Config, ResumeRequest, from_dict, parse_args, record, validate
+from npvae import __version__, estimators, kernels
+from npvae.app import _warm, cli, report, runfolder, runs
+from npvae.app._threads import CpuWatch, parse_threads, use_threads
+from npvae.app._tuner import ThreadTuner
+from npvae.app.build import build_model, model_recipe, optimizer_for, schedule_for
+from npvae.app.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from npvae.app.config import Config, ResumeRequest, from_dict, parse_args, record, validate
+from npvae.app.memory import check_training
+from npvae.app.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
 from npvae.data import Batches
-from npvae.errors import CheckpointError, ConfigError, NpvaeError
-from npvae.evaluate import report
-from npvae.memory import check_training
+from npvae.errors import CheckpointError, ConfigError
 from npvae.optim import clip_grad_norm
-from npvae.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
 from npvae.validate import GENERATIVE, K_SAMPLE, counted
-
-EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
 
 
 class TrainingStopped(Exception):
@@ -71,7 +69,7 @@ class Run:
     lock: runfolder.RunLock | None = None  # held while this process trains the run
 
 
-# ----- building a run (the objects themselves: npvae.build) -------------------------------
+# ----- building a run (the objects themselves: npvae.app.build) -------------------------------
 
 
 def start(config: Config) -> Run:
@@ -96,7 +94,7 @@ def start(config: Config) -> Run:
     }
     if config.output_bias == "data-mean":
         model.init_output_bias(data.x_train.mean(axis=0) / 255)
-    optimizer = optimizer_for(config, model.params)
+    optimizer = optimizer_for(config, model.params, flat=(model.flat_params, model.flat_grads))
     run = Run(config, Path(), data, model, optimizer, np.random.default_rng(config.seed))
 
     def fill(staging: Path) -> None:
@@ -114,10 +112,10 @@ def start(config: Config) -> Run:
 def resume(request: ResumeRequest, given: dict) -> Run:
     """Rebuild a run from its last checkpoint (or best, or the one named) and go on.
 
-    Only the settings of :data:`npvae.resume.RESUMABLE` may change; each change
+    Only the settings of :data:`npvae.app.resume.RESUMABLE` may change; each change
     is recorded in ``config.json`` with the epoch (and batch) it takes effect
     from.  It trains on the dataset the run recorded as used.  Every field of
-    the checkpoint is checked (:mod:`npvae.resume`) before anything is written.
+    the checkpoint is checked (:mod:`npvae.app.resume`) before anything is written.
     """
     place = locate(request)
     check_flags(given)
@@ -164,7 +162,9 @@ def _resume_locked(place, given: dict) -> Run:
             f"damaged{hint_best(path)}"
         )
     check_training(config, data)  # before anything is written; after the damage checks
-    optimizer = optimizer_for(config, saved.model.params)
+    optimizer = optimizer_for(
+        config, saved.model.params, flat=(saved.model.flat_params, saved.model.flat_grads)
+    )
     optimizer.load_state_dict(saved.optimizer_state)
     run = Run(config, folder, data, saved.model, optimizer, restore_rng(saved.rng_state, path))
     run.epoch, run.step, run.best, run.partial = saved.epoch, saved.step, best, partial
@@ -230,7 +230,7 @@ def _train_epochs(run: Run, stop: _StopFlag, tuner: ThreadTuner | None) -> None:
             _check_finite(run, report["loss"], epoch, index)
             if config.clip:
                 clip_grad_norm(model.grads, config.clip)
-            run.optimizer.step(model.grads)
+            run.optimizer.step()  # one update of the packed parameters (optimizer_for's flat=)
             run.step += 1
             if tuner is not None:
                 tuner.tick()
@@ -246,7 +246,7 @@ def _train_epochs(run: Run, stop: _StopFlag, tuner: ThreadTuner | None) -> None:
                 raise TrainingStopped(
                     f"stopped by {stop.name} at epoch {epoch}, batch {index + 1}; checkpoint "
                     f"written; continue with: python -m npvae.train --resume {run.folder}",
-                    EXIT_INTERRUPTED,
+                    cli.EXIT_INTERRUPTED,
                 )
         if bar is not None:
             bar.close()
@@ -271,7 +271,7 @@ def _train_epochs(run: Run, stop: _StopFlag, tuner: ThreadTuner | None) -> None:
             raise TrainingStopped(
                 f"stopped by {stop.name} at the end of epoch {epoch}; checkpoint written; "
                 f"continue with: python -m npvae.train --resume {run.folder}",
-                EXIT_INTERRUPTED,
+                cli.EXIT_INTERRUPTED,
             )
 
 
@@ -288,8 +288,8 @@ def _epoch_row(run: Run, epoch: int, partial: dict, x_val, x_test) -> dict:
     }
     if x_val is not None:
         val_rng = np.random.default_rng([run.config.seed, epoch, 0])
-        row["val_loss"] = evaluate.evaluate_loss(run.model, x_val, val_rng)["loss"]
-    test = evaluate.evaluate_loss(run.model, x_test, _test_rng(run.config, epoch))
+        row["val_loss"] = estimators.evaluate_loss(run.model, x_val, val_rng)["loss"]
+    test = estimators.evaluate_loss(run.model, x_test, _test_rng(run.config, epoch))
     row.update(test_loss=test["loss"], test_recon=test["recon"], test_kl=test.get("kl", ""))
     return row
 
@@ -307,7 +307,7 @@ def _check_finite(run: Run, loss: float, epoch: int, index: int) -> None:
         f"(learning rate {run.optimizer.lr:g}); go on from the last good checkpoint at a lower "
         f"rate: python -m npvae.train --resume {run.folder} --lr {run.config.lr / 10:g}, "
         "or clip gradients (--clip 1) in a new run",
-        EXIT_NAN,
+        cli.EXIT_NAN,
     )
 
 
@@ -376,7 +376,7 @@ def finish(run: Run) -> dict:
             variances = results["active_units"]["variances"]
             posterior = (np.array(results["kl_per_dim"]), np.array(variances))
         del x_test
-        from npvae import plots  # matplotlib costs 30 MB; a run without figures never loads it
+        from npvae.app import plots  # matplotlib costs 30 MB; a run without figures never loads it
 
         title = runs.run_title(model, run.data.name, run.epoch)
         rng = np.random.default_rng([config.seed, run.epoch, 2])
@@ -503,66 +503,67 @@ def _versions() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.train``; a user's mistake is one line on stderr, status 2."""
-    run = None
+    held: list[Run] = []  # the run once made: named if its folder stops taking writes
+
+    def body() -> int:
+        try:
+            return _command(argv, held)
+        except TrainingStopped as stop:
+            print(stop, file=sys.stderr if stop.status else sys.stdout)
+            return stop.status
+        except OSError as err:
+            # The run folder stopped taking writes mid-run (a full disk, a folder made
+            # read-only): every file is written atomically, so what is there is whole.
+            where = held[0].folder if held else "the run folder"
+            raise ConfigError(
+                f"cannot write into {where}: {err.strerror}; the files there are whole: "
+                "make room or make it writable, then resume"
+            ) from None
+
     try:
-        config, given, resume_request = parse_args(argv)
-        # A fresh checkout compiles the kernels in a child, whose memory is gone when it
-        # exits; before the watch starts, so that its CPU does not count as other work.
-        _warm.warm(config.dtype)
-        watch = CpuWatch()  # what other work uses while we load, for --threads auto
-        if resume_request:
-            if given.get("data_dir") is not None:
-                given["data_dir"] = runfolder.absolute(given["data_dir"])
-            run = resume(resume_request, given)
-        else:
-            config = replace(config, out=runfolder.absolute(config.out))
-            if config.data_dir is not None:
-                config = replace(config, data_dir=runfolder.absolute(config.data_dir))
-            run = start(config)
-        print(f"run folder: {run.folder}", flush=True)
-        print(f"data: {run.data.summary()}", flush=True)
-        print(f"model: {run.model!r}", flush=True)
-        count, reason = use_threads(run.config.threads, watch)
-        tuner = None
-        if count > 1 and parse_threads(run.config.threads) is None:
-            tuner = ThreadTuner(count)
-            reason += "; one when that is faster (npvae/_tuner.py)"
-        print(f"threads: {count} ({reason})", flush=True)
-        train(run, tuner)
-        run.data = _without_training_images(run.data)
-        results = finish(run)
-        print(f"done: {_summary(results)}", flush=True)
-        return 0
-    except TrainingStopped as stop:
-        print(stop, file=sys.stderr if stop.status else sys.stdout)
-        return stop.status
-    except NpvaeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except MemoryError:
-        print(
-            "error: a batch does not fit in memory; reduce --batch-size, --k, --samples, "
-            "--ll-samples or --hidden",
-            file=sys.stderr,
+        return cli.run(
+            body,
+            out_of_memory="a batch does not fit in memory; reduce --batch-size, --k, "
+            "--samples, --ll-samples or --hidden",
+            interrupted="interrupted; the last checkpoint, if any, is intact",
         )
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        # Ctrl-C outside the loop (loading data, the final evaluation): nothing half-written.
-        print("interrupted; the last checkpoint, if any, is intact", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as err:
-        # The run folder stopped taking writes mid-run (a full disk, a folder made read-only):
-        # every file is written atomically, so what is there is whole.
-        where = run.folder if run is not None else "the run folder"
-        print(
-            f"error: cannot write into {where}: {err.strerror}; the files there are whole: "
-            "make room or make it writable, then resume",
-            file=sys.stderr,
-        )
-        return EXIT_USER_ERROR
     finally:
-        if run is not None and run.lock is not None:
-            run.lock.release()
+        if held and held[0].lock is not None:
+            held[0].lock.release()
+
+
+def _command(argv: list[str] | None, held: list) -> int:
+    """The command's work: parse, make or resume the run, train, evaluate and draw."""
+    config, given, resume_request = parse_args(argv)
+    # A fresh checkout compiles the kernels in a child, whose memory is gone when it
+    # exits; before the watch starts, so that its CPU does not count as other work.
+    _warm.warm(config.dtype)
+    watch = CpuWatch()  # what other work uses while we load, for --threads auto
+    if resume_request:
+        if given.get("data_dir") is not None:
+            given["data_dir"] = runfolder.absolute(given["data_dir"])
+        run = resume(resume_request, given)
+        held.append(run)
+    else:
+        config = replace(config, out=runfolder.absolute(config.out))
+        if config.data_dir is not None:
+            config = replace(config, data_dir=runfolder.absolute(config.data_dir))
+        run = start(config)
+        held.append(run)
+    print(f"run folder: {run.folder}", flush=True)
+    print(f"data: {run.data.summary()}", flush=True)
+    print(f"model: {run.model!r}", flush=True)
+    count, reason = use_threads(run.config.threads, watch)
+    tuner = None
+    if count > 1 and parse_threads(run.config.threads) is None:
+        tuner = ThreadTuner(count)
+        reason += "; one when that is faster (npvae/app/_tuner.py)"
+    print(f"threads: {count} ({reason})", flush=True)
+    train(run, tuner)
+    run.data = _without_training_images(run.data)
+    results = finish(run)
+    print(f"done: {_summary(results)}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The rules every setting obeys, written once: its type, and its range or its choices.
 
-Two readers use them.  :mod:`npvae.config` checks the CLI's flags, a TOML file,
+Two readers use them.  :mod:`npvae.app.config` checks the CLI's flags, a TOML file,
 ``config.json`` and a checkpoint's run config; :func:`npvae.models.base.rebuild`
 checks the config of a saved model before building it.  A model's keyword
 names differ from the CLI's (``latent_dim`` and ``code_dim`` are ``--latent``),

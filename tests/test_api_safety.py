@@ -18,7 +18,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import npvae
-from npvae import _threads
+from npvae.app import _threads
 from npvae.data import load_dataset
 from npvae.errors import ConfigError
 from npvae.models import (

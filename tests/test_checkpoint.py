@@ -1,4 +1,4 @@
-"""npvae.checkpoint: model, optimizer, random state and position survive a save and load."""
+"""npvae.app.checkpoint: model, optimizer, random state and position survive a save and load."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npvae import models
-from npvae.checkpoint import (
+from npvae.app.checkpoint import (
     Checkpoint,
     check_optimizer_state,
     load_checkpoint,

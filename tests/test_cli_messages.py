@@ -17,11 +17,11 @@ import pytest
 from train_support import SMALL, SMALL_AE, isolate, one_line, only_run, run_main, use_tiny_mnist
 
 from npvae import __version__, gradcheck, tour
-from npvae.config import parse_args, read_toml
+from npvae.app.config import parse_args, read_toml
+from npvae.app.plots import codes_caption
 from npvae.data import Dataset, load_dataset
 from npvae.errors import ConfigError
 from npvae.evaluate.__main__ import main as evaluate_main
-from npvae.plots import codes_caption
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TOUR_DOC = Path(__file__).resolve().parents[1] / "docs" / "tour.md"
@@ -194,7 +194,7 @@ def test_version(module):
 
 def test_salt_and_pepper_is_the_documented_name_and_salt_pepper_stays(tmp_path, capsys):
     assert "salt-and-pepper" in README.read_text()
-    from npvae.config import make_parser
+    from npvae.app.config import make_parser
 
     assert "salt-and-pepper" in make_parser().format_help()
     config, _, _ = parse_args(["--model", "denoising-ae", "--noise", "salt-and-pepper"])
@@ -274,7 +274,7 @@ def test_the_latent_plot_names_the_model_it_shows(kind, owner):
 def test_the_latent_plot_of_an_iwae_run_names_the_iwae(monkeypatch, tmp_path):
     import numpy as np
 
-    from npvae import plots
+    from npvae.app import plots
     from npvae.models import IWAE
 
     titles = []

@@ -1,4 +1,5 @@
-"""npvae.config: defaults < TOML file < flags, names with dashes or underscores, checked values."""
+"""npvae.app.config: defaults < TOML file < flags, names with dashes or underscores, checked
+values."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from npvae.build import build_model
-from npvae.config import (
+from npvae.app.build import build_model
+from npvae.app.config import (
     APPLIES,
     BOUNDS,
     FIELDS,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npvae.config import Config, read_toml, validate
+from npvae.app.config import Config, read_toml, validate
 from npvae.models import VAE, Autoencoder
 from npvae.schedules import make_schedule
 
@@ -54,7 +54,7 @@ def test_an_hour_config_is_the_protocol_at_batch_100_with_a_smooth_decay(model, 
 
 
 def test_the_two_layer_config_is_the_one_layer_protocol_with_the_papers_second_layer():
-    from npvae.build import model_recipe
+    from npvae.app.build import model_recipe
 
     two = validate(Config(**read_toml(CONFIGS / "iwae-paper-2layer-iwae5.toml")))
     one = validate(Config(**read_toml(CONFIGS / "iwae-paper-iwae5.toml")))
@@ -130,7 +130,7 @@ def test_training_applies_adams_epsilon_and_the_output_bias(monkeypatch, tmp_pat
 def test_a_run_record_from_before_these_settings_still_loads():
     """config.json of an older npvae lacks adam_eps, output_bias and threads: their defaults
     are what that npvae did, so the record loads; any other missing setting is damage."""
-    from npvae.config import from_dict, record
+    from npvae.app.config import from_dict, record
 
     for config in (Config(), Config(optimizer="sgd")):  # sgd: adam_eps acts on nothing
         values = record(config)

@@ -14,33 +14,22 @@ import sys
 import numpy as np
 import pytest
 from train_support import (
-    SMALL,
-    SMALL_AE,
     one_line,
-    only_run,
     read_metrics,
     run_main,
+    train_run,
     use_tiny_mnist,
 )
 
 import npvae.models
+from npvae.app.runs import run_title
 from npvae.evaluate.__main__ import main as evaluate_main
 from npvae.models import VAE
-from npvae.runs import run_title
 
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     return use_tiny_mnist(monkeypatch, tmp_path)
-
-
-def train_run(tiny, out, capsys, *extra) -> tuple[str, object]:
-    model = extra[extra.index("--model") + 1] if "--model" in extra else "vae"
-    small = SMALL if model in ("vae", "iwae", "iwae2") else SMALL_AE  # no --ll-samples: AE
-    argv = ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *small, "--epochs", "2"]
-    status, stdout, stderr = run_main([*argv, *extra], capsys)
-    assert status == 0, stderr
-    return stdout, only_run(out)
 
 
 def evaluate(argv, capsys) -> tuple[int, str, str]:

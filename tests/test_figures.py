@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from train_support import SMALL, SMALL_AE, isolate, one_line, only_run, tiny_spec, write_tiny_mnist
 
-from npvae import runs
+from npvae.app import runs
 from npvae.data import make_digits, sources
 from npvae.figures import compare, stochastic
 from npvae.figures.__main__ import main

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from train_support import SMALL, one_line, only_run
 
-from npvae import __version__, _files, _threads
+from npvae import __version__, _files
+from npvae.app import _threads
 from npvae.errors import ConfigError
 from npvae.train import main as train_main
 

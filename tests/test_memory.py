@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from train_support import SMALL, one_line, only_run, run_main, use_tiny_mnist
 
-from npvae import memory, train
-from npvae.build import build_model, optimizer_for
-from npvae.config import Config
+from npvae import train
+from npvae.app import memory
+from npvae.app.build import build_model, optimizer_for
+from npvae.app.config import Config
 from npvae.errors import ConfigError
 from npvae.models import IWAE, VAE
 

@@ -15,8 +15,8 @@ import pytest
 from gradient_support import assert_proven, errors_with_one_gradient_broken, gradient_errors
 
 import npvae.models
+from npvae import estimators
 from npvae.errors import CheckpointError, ConfigError
-from npvae.evaluate import estimators
 from npvae.gradcheck import TOLERANCE
 from npvae.models import IWAE2
 from npvae.optim import Adam

@@ -1,4 +1,4 @@
-"""npvae.plots: the tile layout, and every figure written whole as a PNG, with no temp file."""
+"""npvae.app.plots: the tile layout, and every figure written whole as a PNG, with no temp file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.ticker import MaxNLocator
 
-from npvae import plots
+from npvae import estimators
+from npvae.app import plots
 from npvae.models import VAE, Autoencoder, DenoisingAutoencoder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -143,7 +144,7 @@ def test_plot_kl_bars_each_dimension_and_colours_the_active_ones(drawn, tmp_path
 
 
 def test_plot_kl_writes_a_real_png(vae, x, tmp_path):
-    kl_per_dim, variances = plots.posterior_summary(vae, x, batch_size=7)
+    kl_per_dim, variances = estimators.posterior_summary(vae, x, batch_size=7)
     mu, log_var = vae.encode(x)
     expected = 0.5 * (mu**2 + np.exp(log_var) - 1 - log_var).mean(axis=0)
     np.testing.assert_allclose(kl_per_dim, expected, rtol=1e-5)
@@ -214,7 +215,7 @@ def test_make_figures_draws_the_kl_summary_it_is_handed(vae, x, tmp_path, monkey
     plots.make_figures(vae, x, None, tmp_path, np.random.default_rng(0), posterior=given)
     assert len(drawn_kl) == 1 and all(a is b for a, b in zip(drawn_kl[0], given))
     plots.make_figures(vae, x, None, tmp_path, np.random.default_rng(0))
-    np.testing.assert_allclose(drawn_kl[1][0], plots.posterior_summary(vae, x)[0])
+    np.testing.assert_allclose(drawn_kl[1][0], estimators.posterior_summary(vae, x)[0])
 
 
 def test_make_figures_titles_every_figure_with_the_run(vae, x, drawn, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from npvae.runfolder import write_metrics
+from npvae.app.runfolder import write_metrics
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce_iwae.py"
 

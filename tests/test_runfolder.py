@@ -1,4 +1,4 @@
-"""The run folder's one owner (``npvae.runfolder``) as train, evaluate and figures use it.
+"""The run folder's one owner (``npvae.app.runfolder``) as train, evaluate and figures use it.
 
 Paths a run records are absolute, so it resumes and evaluates from any
 working directory; its figures go to one place; ``results.json`` and
@@ -18,17 +18,15 @@ import numpy as np
 import pytest
 from train_support import (
     LAUNCHER,
-    SMALL,
-    SMALL_AE,
     one_line,
-    only_run,
     run_main,
+    train_run,
     use_tiny_mnist,
     write_tiny_mnist,
 )
 
+from npvae import estimators
 from npvae.data import sources
-from npvae.evaluate import estimators
 from npvae.evaluate.__main__ import main as evaluate_main
 from npvae.figures.__main__ import main as figures_main
 from npvae.models import VAE
@@ -39,13 +37,10 @@ def tiny(tmp_path, monkeypatch):
     return use_tiny_mnist(monkeypatch, tmp_path)
 
 
-def train(tiny, out, capsys, *extra, data_dir=None) -> object:
-    model = extra[extra.index("--model") + 1] if "--model" in extra else "vae"
-    small = SMALL if model in ("vae", "iwae", "iwae2") else SMALL_AE
-    argv = ["--dataset", "mnist", "--data-dir", data_dir or tiny, "--out", out, *small]
-    status, _, stderr = run_main([*argv, "--epochs", "1", *extra], capsys)
-    assert status == 0, stderr
-    return only_run(Path(out))
+def train(tiny, out, capsys, *extra, data_dir=None) -> Path:
+    """One epoch of a small model on the tiny MNIST (``--data-dir data_dir`` if given)."""
+    extra = ("--data-dir", data_dir, *extra) if data_dir else extra
+    return train_run(tiny, out, capsys, *extra, epochs=1)[1]
 
 
 def evaluate(argv, capsys) -> tuple[int, str, str]:

@@ -92,8 +92,8 @@ def test_fitted_iwae_schedule_for_820_epochs():
 
 
 def test_iwae_fit_schedule_is_built_from_the_runs_epochs():
-    from npvae.build import schedule_for
-    from npvae.config import Config
+    from npvae.app.build import schedule_for
+    from npvae.app.config import Config
 
     schedule = schedule_for(Config(schedule="iwae-fit", epochs=820, lr=2e-3))
     assert isinstance(schedule, FittedIWAESchedule)

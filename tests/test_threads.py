@@ -1,4 +1,4 @@
-"""npvae._threads and --threads: the one place that sets the BLAS's threads."""
+"""npvae.app._threads and --threads: the one place that sets the BLAS's threads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from npvae import _threads
-from npvae.config import parse_args, read_toml
+from npvae.app import _threads
+from npvae.app.config import parse_args, read_toml
 from npvae.errors import ConfigError
 
 
@@ -119,7 +119,7 @@ before = dict(os.environ)
 import numpy as np
 from npvae import kernels
 from npvae._jit import USE_NUMBA
-from npvae._threads import set_threads
+from npvae.app._threads import set_threads
 from npvae.models import IWAE
 from npvae.optim import Adam
 set_threads(2)

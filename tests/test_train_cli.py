@@ -28,10 +28,10 @@ from train_support import (
 )
 
 import npvae
-from npvae.checkpoint import load_checkpoint
-from npvae.config import Config
+from npvae.app.checkpoint import load_checkpoint
+from npvae.app.config import Config
+from npvae.app.runfolder import METRICS
 from npvae.data import datasets, sources
-from npvae.runfolder import METRICS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -313,7 +313,7 @@ def test_without_mnist_the_default_trains_on_the_embedded_digits(offline, tmp_pa
     ids=["offline", "corrupt-download"],
 )
 def test_the_fallback_line_says_why_mnist_is_missing(failure, reason, monkeypatch, capsys):
-    from npvae import runs
+    from npvae.app import runs
 
     real = runs.load_dataset
 
@@ -375,8 +375,8 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 )
 def test_fashion_mnist_comes_from_debians_folder():
     """--dataset fashion-mnist finds Debian's package, checks it, and loads all of it."""
-    from npvae.config import Config
-    from npvae.runs import load_data
+    from npvae.app.config import Config
+    from npvae.app.runs import load_data
 
     data = load_data(Config(dataset="fashion-mnist", val_size=1000))
     assert data.name == "fashion-mnist" and "system" in data.source

@@ -22,16 +22,13 @@ import pytest
 from train_support import (
     SMALL_AE,
     Spawned,
-    isolate,
     one_line,
     run_main,
-    tiny_spec,
-    write_tiny_mnist,
+    tiny_mnist_everywhere,
 )
 
-from npvae import runfolder
-from npvae.checkpoint import load_checkpoint
-from npvae.data import sources
+from npvae.app import runfolder
+from npvae.app.checkpoint import load_checkpoint
 from npvae.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -44,11 +41,7 @@ TRAINERS = 8
 @pytest.fixture
 def tiny_env(tmp_path, monkeypatch):
     """``(data folder, checksums, environment)``: the tiny MNIST, for subprocesses and this one."""
-    env = isolate(monkeypatch, tmp_path)
-    folder = tmp_path / "data"
-    checksums = write_tiny_mnist(folder)
-    monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(checksums))
-    return folder, checksums, env
+    return tiny_mnist_everywhere(monkeypatch, tmp_path)
 
 
 def trainer(folder, checksums, env, out, log_dir, *flags) -> Spawned:

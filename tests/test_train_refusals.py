@@ -342,7 +342,7 @@ def test_contractive_ae_takes_tanh_and_records_only_what_acts(place, capsys):
         config = json.loads((run / "config.json").read_text())
         assert config["activation"] == (activation or "sigmoid")
         saved = json.loads((run / "config.json").read_text())
-        from npvae.checkpoint import load_checkpoint
+        from npvae.app.checkpoint import load_checkpoint
 
         model = load_checkpoint(run / "checkpoints" / "last.npz").model
         assert model.config["code_activation"] == (activation or "sigmoid")

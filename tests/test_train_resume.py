@@ -29,7 +29,7 @@ from train_support import (
 )
 
 from npvae import evaluate, train
-from npvae.checkpoint import load_checkpoint
+from npvae.app.checkpoint import load_checkpoint
 from npvae.data import datasets, sources
 from npvae.models import VAE, DenoisingAutoencoder
 
@@ -42,7 +42,7 @@ SETTINGS = {
 
 #: The runs compared bit for bit fix their thread count: with ``auto`` each invocation
 #: decides from the load it sees, and a product split between 2 threads rounds differently
-#: from one on 1 (npvae/_threads.py).  A CI run once saw the straight run and the resumed
+#: from one on 1 (npvae/app/_threads.py).  A CI run once saw the straight run and the resumed
 #: one decide differently, and differ in encoder.0.W.
 THREADS = ["--threads", "1"]
 

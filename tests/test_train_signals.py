@@ -18,19 +18,16 @@ from train_support import (
     SMALL,
     Spawned,
     assert_same_run,
-    isolate,
     loss_columns,
     one_line,
     only_run,
     read_metrics,
     run_main,
-    tiny_spec,
-    write_tiny_mnist,
+    tiny_mnist_everywhere,
 )
 
-from npvae import memory
-from npvae.checkpoint import load_checkpoint
-from npvae.data import sources
+from npvae.app import memory
+from npvae.app.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +37,7 @@ BATCHES_PER_EPOCH = 4  # 256 images in batches of 64
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """``(data folder, checksums, environment)`` for in-process and spawned runs alike."""
-    env = isolate(monkeypatch, tmp_path)
-    folder = tmp_path / "data"
-    checksums = write_tiny_mnist(folder)
-    monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(checksums))
-    return folder, checksums, env
+    return tiny_mnist_everywhere(monkeypatch, tmp_path)
 
 
 def tiny_args(folder, out, *extra):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from npvae import _tuner
-from npvae._tuner import ThreadTuner
+from npvae.app import _tuner
+from npvae.app._tuner import ThreadTuner
 
 
 class FakeBlas:
@@ -78,7 +78,7 @@ def test_a_pause_between_epochs_is_not_timed(clock):
 
 def test_auto_threads_tick_only_when_there_is_a_choice(monkeypatch):
     import npvae
-    from npvae import _threads
+    from npvae.app import _threads
 
     monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
     monkeypatch.setattr(_threads.CpuWatch, "cores_busy_elsewhere", lambda self, at_least=0: 0.0)

@@ -1,4 +1,4 @@
-"""npvae._warm: the kernels compiled in a child, so that a training only loads them."""
+"""npvae.app._warm: the kernels compiled in a child, so that a training only loads them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from npvae import _compiled, _jit, _warm, kernels
+from npvae import _compiled, _jit, kernels
+from npvae.app import _warm
 
 needs_numba = pytest.mark.skipif(
     not _jit.USE_NUMBA, reason="numba is off (NPVAE_USE_NUMBA=0): there is nothing to compile"
@@ -23,8 +24,9 @@ needs_numba = pytest.mark.skipif(
 STEP = """
 import json
 import numpy as np
-from npvae import _warm, kernels
-from npvae.evaluate.estimators import importance_sampled
+from npvae import kernels
+from npvae.app import _warm
+from npvae.estimators import importance_sampled
 from npvae.models import IWAE, VAE
 from npvae.optim import Adam
 
@@ -61,22 +63,24 @@ def test_after_warm_a_training_compiles_nothing(tmp_path):
     # ... and after it, the training finds every kernel in the cache: the compiling, and
     # the memory numba keeps after it, happened in the child.
     warmed = tmp_path / "warmed"
-    assert run_python("from npvae import _warm; print(_warm.warm())", warmed) == "True"
+    assert run_python("from npvae.app import _warm; print(_warm.warm())", warmed) == "True"
     assert json.loads(run_python(STEP.format(dtype="float32"), warmed)) == {
         "cached": True,
         "compiled": [],
     }
     # A second warm-up sees the cache full and starts no child.
-    assert run_python("from npvae import _warm; print(_warm.warm())", warmed) == "False"
+    assert run_python("from npvae.app import _warm; print(_warm.warm())", warmed) == "False"
 
 
 @needs_numba
 def test_a_float64_run_after_float32_ones_is_warmed_too(tmp_path):
     # numba's index files say a kernel was compiled, not for which dtype: the stamp does.
     cache = tmp_path / "cache"
-    assert run_python("from npvae import _warm; print(_warm.warm('float32'))", cache) == "True"
-    assert run_python("from npvae import _warm; print(_warm.cached('float64'))", cache) == "False"
-    assert run_python("from npvae import _warm; print(_warm.warm('float64'))", cache) == "True"
+    assert run_python("from npvae.app import _warm; print(_warm.warm('float32'))", cache) == "True"
+    assert (
+        run_python("from npvae.app import _warm; print(_warm.cached('float64'))", cache) == "False"
+    )
+    assert run_python("from npvae.app import _warm; print(_warm.warm('float64'))", cache) == "True"
     assert json.loads(run_python(STEP.format(dtype="float64"), cache)) == {
         "cached": True,
         "compiled": [],

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.checkpoint import load_checkpoint
+from npvae.app.checkpoint import load_checkpoint
 from npvae.data import make_digits, sources, write_idx
 from npvae.data.idx import decompressed_sha256
 
@@ -208,3 +208,23 @@ def numbers_of(results_json) -> dict:
     if "log_likelihood" in results:
         assert results["log_likelihood"].pop("seconds") >= 0
     return results
+
+
+def tiny_mnist_everywhere(monkeypatch, tmp_path: Path) -> tuple[Path, dict[str, str], dict]:
+    """``(data folder, checksums, environment)``: the tiny MNIST, found by this process
+    (patched spec) and by spawned ones (:class:`Spawned` passes the checksums)."""
+    env = isolate(monkeypatch, tmp_path)
+    folder = tmp_path / "data"
+    checksums = write_tiny_mnist(folder)
+    monkeypatch.setitem(sources.DATASETS, "mnist", tiny_spec(checksums))
+    return folder, checksums, env
+
+
+def train_run(tiny: Path, out, capsys, *extra, epochs: int = 2) -> tuple[str, Path]:
+    """Train a small model on the tiny MNIST in this process: ``(stdout, run folder)``."""
+    model = extra[extra.index("--model") + 1] if "--model" in extra else "vae"
+    small = SMALL if model in ("vae", "iwae", "iwae2") else SMALL_AE  # no --ll-samples: AE
+    argv = ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *small, "--epochs", epochs]
+    status, stdout, stderr = run_main([*argv, *extra], capsys)
+    assert status == 0, stderr
+    return stdout, only_run(Path(out))

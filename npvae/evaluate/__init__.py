@@ -1,11 +1,11 @@
 """Evaluation: the estimators papers report, and ``python -m npvae.evaluate RUN``.
 
-:mod:`npvae.evaluate.estimators` holds the estimators (re-exported here);
-:mod:`npvae.evaluate.report` evaluates a saved run and formats its table;
+:mod:`npvae.estimators` holds the estimators (re-exported here);
+:mod:`npvae.app.report` evaluates a saved run and formats its table;
 ``__main__`` is the command line.
 """
 
-from npvae.evaluate.estimators import (
+from npvae.estimators import (
     ImportanceSampled,
     active_units,
     autoencoder_metrics,

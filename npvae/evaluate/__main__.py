@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from npvae import __version__, _warm, runfolder, runs
+from npvae import __version__
 from npvae._files import check_output
-from npvae._threads import CpuWatch, parse_threads, use_threads
-from npvae.config import Config, OneLineParser, validate, whole_number
-from npvae.errors import ConfigError, NpvaeError
-from npvae.evaluate.report import evaluate_saved, evaluation_key, format_table
-from npvae.memory import check_evaluation
-
-EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+from npvae.app import _warm, cli, runfolder, runs
+from npvae.app._threads import CpuWatch, parse_threads, use_threads
+from npvae.app.config import Config, OneLineParser, validate, whole_number
+from npvae.app.memory import check_evaluation
+from npvae.app.report import evaluate_saved, evaluation_key, format_table
+from npvae.errors import ConfigError
 
 #: Importance samples per image by default, as Burda et al. (2016) report.
 DEFAULT_K = 5000
@@ -137,51 +136,49 @@ def _progress(total: int):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.evaluate``; a user's mistake is one line on stderr, status 2."""
+    return cli.run(
+        lambda: _evaluate(argv),
+        out_of_memory="out of memory; evaluate fewer images at once (--n-test)",
+        interrupted="interrupted; nothing was written",
+    )
+
+
+def _evaluate(argv: list[str] | None) -> int:
+    args = make_parser().parse_args(argv)
+    _warm.warm()  # a fresh checkout compiles in a child (see python -m npvae.train)
+    watch = CpuWatch()  # what other work uses while we load, for --threads auto
+    parse_threads(args.threads)
+    saved = runs.open_saved(args.run, args.checkpoint)
+    k = _samples(saved, args.k)
+    x, _, dataset, binarize, seed = _test_images(saved, args)
+    check_evaluation(saved.model, len(x), k or 0)
+    if args.out:
+        path = check_output(args.out, png=False, example="eval.json")
+    else:
+        path = runfolder.evaluations_path(saved.folder, saved.source)
+    runfolder.read_evaluations(path, given=bool(args.out))  # refused now, not after hours
+    threads, why = use_threads(args.threads, watch)
+    bar = _progress(len(x))
     try:
-        args = make_parser().parse_args(argv)
-        _warm.warm()  # a fresh checkout compiles in a child (see python -m npvae.train)
-        watch = CpuWatch()  # what other work uses while we load, for --threads auto
-        parse_threads(args.threads)
-        saved = runs.open_saved(args.run, args.checkpoint)
-        k = _samples(saved, args.k)
-        x, _, dataset, binarize, seed = _test_images(saved, args)
-        check_evaluation(saved.model, len(x), k or 0)
-        if args.out:
-            path = check_output(args.out, png=False, example="eval.json")
-        else:
-            path = runfolder.evaluations_path(saved.folder, saved.source)
-        runfolder.read_evaluations(path, given=bool(args.out))  # refused now, not after hours
-        threads, why = use_threads(args.threads, watch)
-        bar = _progress(len(x))
-        try:
-            record = evaluate_saved(
-                saved,
-                x,
-                k=k,
-                seed=seed,
-                progress=bar and (lambda done: bar.update(done - bar.n)),
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-        record.update(dataset=dataset, binarize=binarize, threads=threads)
-        if binarize != "none":
-            record["binarize_seed"] = seed
-        key = evaluation_key(saved.checkpoint, saved.epoch, k, len(x), seed)
-        runfolder.add_evaluation(path, key, record, given=bool(args.out))
-        print(format_table(record))
-        print(f"threads: {threads} ({why})")
-        print(f"written to {path} as {key!r}")
-        return 0
-    except NpvaeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except MemoryError:
-        print("error: out of memory; evaluate fewer images at once (--n-test)", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        record = evaluate_saved(
+            saved,
+            x,
+            k=k,
+            seed=seed,
+            progress=bar and (lambda done: bar.update(done - bar.n)),
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    record.update(dataset=dataset, binarize=binarize, threads=threads)
+    if binarize != "none":
+        record["binarize_seed"] = seed
+    key = evaluation_key(saved.checkpoint, saved.epoch, k, len(x), seed)
+    runfolder.add_evaluation(path, key, record, given=bool(args.out))
+    print(format_table(record))
+    print(f"threads: {threads} ({why})")
+    print(f"written to {path} as {key!r}")
+    return 0
 
 
 if __name__ == "__main__":

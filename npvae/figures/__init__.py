@@ -3,7 +3,7 @@
 * ``__main__.py``: the command line (one subcommand per figure), nothing else;
 * :mod:`npvae.figures.saved`: a saved run and its test images, and one
   drawing function per subcommand (the figures themselves are
-  :mod:`npvae.plots`', shared with ``python -m npvae.train``);
+  :mod:`npvae.app.plots`', shared with ``python -m npvae.train``);
 * :mod:`npvae.figures.stochastic`: one image encoded many times;
 * :mod:`npvae.figures.compare`: three VAEs with a 2-d latent space, trained
   on reconstruction only, on KL only and on both, drawn side by side.

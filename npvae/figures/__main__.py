@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from npvae import __version__, _warm
+from npvae import __version__
 from npvae._files import check_output
-from npvae._threads import CpuWatch, parse_threads, use_threads
-from npvae.config import APPLIES, Config, OneLineParser, applies, whole_number
-from npvae.errors import ConfigError, NpvaeError
-
-EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+from npvae.app import _warm, cli
+from npvae.app._threads import CpuWatch, parse_threads, use_threads
+from npvae.app.config import APPLIES, Config, OneLineParser, applies, whole_number
+from npvae.errors import ConfigError
 
 HELP = {
     "recon": "test images and their reconstructions (denoising AE: with the corrupted inputs)",
@@ -166,73 +164,83 @@ def _stop_on_sigterm(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m npvae.figures``; a user's mistake is one line on stderr, status 2."""
     written: list[Path] = []  # figures written so far, named if a signal stops the rest
-    destination = None  # the figure being made, named if writing it fails
+    state: dict = {"destination": None}  # the figure being made, named if writing it fails
+
+    def interrupted() -> str:
+        done = f"{', '.join(map(str, written))} written, nothing else" if written else None
+        return f"interrupted; {done or 'nothing was written'}"
+
+    def draw() -> int:
+        try:
+            return _draw(argv, written, state)
+        except OSError as err:
+            # Every figure is written through a temporary beside it: say what happened to
+            # the user's path, not to the temporary.
+            if state["destination"] is None:
+                raise ConfigError(str(err)) from None
+            raise ConfigError(
+                f"cannot write {state['destination']}: {err.strerror or err}"
+            ) from None
+
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        args = parse(argv)
-        watch = CpuWatch()  # what other work uses while we load, for --threads auto
-        if args.command == "compare":
-            from npvae.figures import compare
-
-            parse_threads(args.threads)
-            _warm.warm()  # a fresh checkout compiles in a child (see python -m npvae.train)
-            compare.run(args, watch=watch, written=written)
-            return 0
-        from npvae.figures import saved
-
-        uses_model = args.command != "curves"
-        if uses_model:
-            parse_threads(args.threads)
-            _warm.warm()
-        if args.out is not None:
-            check_output(args.out)  # refused before the data load, not after it
-        opened = saved.open_run(
-            args.run,
-            getattr(args, "checkpoint", "best"),
-            getattr(args, "dataset", None),
-            getattr(args, "data_dir", None),
-            getattr(args, "binarize", None),
-            need_data=uses_model,
+        return cli.run(
+            draw, out_of_memory="out of memory; draw from a smaller model", interrupted=interrupted
         )
-        if uses_model:
-            _check_data_dir(args, opened.saved)
-        seed = getattr(args, "seed", None)
-        if args.command == "recon" and seed is not None:
-            model = opened.saved.model
-            if not hasattr(model, "corrupt"):
-                raise ConfigError(
-                    f"recon draws nothing at random for a {model.kind}: --seed is for a "
-                    "denoising AE's noise; leave it out"
-                )
-        destination = args.out or saved.default_path(opened.saved, args.command)
-        if args.out:
-            path = check_output(destination)
-        else:
-            path = check_output(destination, "the figure", "give --out PATH to put it elsewhere")
-        if uses_model:
-            threads, why = use_threads(args.threads, watch)
-            print(f"threads: {threads} ({why})")
-        rng = np.random.default_rng(0 if seed is None else seed)
-        written.append(saved.DRAWERS[args.command](opened, path, rng, args))
-        print(f"wrote {written[-1]}")
-        return 0
-    except NpvaeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except OSError as err:
-        # Every figure is written through a temporary beside it: say what happened to
-        # the user's path, not to the temporary.
-        if destination is None:
-            print(f"error: {err}", file=sys.stderr)
-        else:
-            print(f"error: cannot write {destination}: {err.strerror or err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        done = f"{', '.join(map(str, written))} written, nothing else" if written else None
-        print(f"interrupted; {done or 'nothing was written'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _draw(argv: list[str] | None, written: list[Path], state: dict) -> int:
+    """The command's work: parse, open the run, draw, and add each file to ``written``."""
+    args = parse(argv)
+    watch = CpuWatch()  # what other work uses while we load, for --threads auto
+    if args.command == "compare":
+        from npvae.figures import compare
+
+        parse_threads(args.threads)
+        _warm.warm()  # a fresh checkout compiles in a child (see python -m npvae.train)
+        compare.run(args, watch=watch, written=written)
+        return 0
+    from npvae.figures import saved
+
+    uses_model = args.command != "curves"
+    if uses_model:
+        parse_threads(args.threads)
+        _warm.warm()
+    if args.out is not None:
+        check_output(args.out)  # refused before the data load, not after it
+    opened = saved.open_run(
+        args.run,
+        getattr(args, "checkpoint", "best"),
+        getattr(args, "dataset", None),
+        getattr(args, "data_dir", None),
+        getattr(args, "binarize", None),
+        need_data=uses_model,
+    )
+    if uses_model:
+        _check_data_dir(args, opened.saved)
+    seed = getattr(args, "seed", None)
+    if args.command == "recon" and seed is not None:
+        model = opened.saved.model
+        if not hasattr(model, "corrupt"):
+            raise ConfigError(
+                f"recon draws nothing at random for a {model.kind}: --seed is for a "
+                "denoising AE's noise; leave it out"
+            )
+    state["destination"] = args.out or saved.default_path(opened.saved, args.command)
+    destination = state["destination"]
+    if args.out:
+        path = check_output(destination)
+    else:
+        path = check_output(destination, "the figure", "give --out PATH to put it elsewhere")
+    if uses_model:
+        threads, why = use_threads(args.threads, watch)
+        print(f"threads: {threads} ({why})")
+    rng = np.random.default_rng(0 if seed is None else seed)
+    written.append(saved.DRAWERS[args.command](opened, path, rng, args))
+    print(f"wrote {written[-1]}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -31,10 +31,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from npvae import plots, runs
 from npvae._files import check_output
-from npvae._threads import CpuWatch, use_threads
-from npvae.config import Config, validate
+from npvae.app import plots, runs
+from npvae.app._threads import CpuWatch, use_threads
+from npvae.app.config import Config, validate
 from npvae.data import Batches
 from npvae.errors import ConfigError
 from npvae.figures import stochastic
@@ -148,7 +148,7 @@ def plot_compare(
 def run(args, watch: CpuWatch | None = None, written: list | None = None) -> list[Path]:
     """``python -m npvae.figures compare``: train, draw, and demonstrate the stochastic encoding.
 
-    ``watch``: a :class:`~npvae._threads.CpuWatch` made before the data load, for
+    ``watch``: a :class:`~npvae.app._threads.CpuWatch` made before the data load, for
     ``--threads auto``.  Each figure's path is appended to ``written`` as it is
     written, so that a Ctrl-C can say which there are.
     """

@@ -3,12 +3,12 @@
 :func:`open_run` opens a run folder, checkpoint or model file and loads the
 test split of the dataset the run trained on (a bare model file takes
 ``--dataset``, ``--data-dir`` and ``--binarize``), prepared exactly as
-training prepared it (``npvae.runs``).  :data:`DRAWERS` maps each subcommand
+training prepared it (``npvae.app.runs``).  :data:`DRAWERS` maps each subcommand
 of ``python -m npvae.figures`` to the function that draws it from such a
 :class:`Opened` run.
 
 Where a figure goes by default: a run folder's figures go in ``RUN/figures/``,
-where training drew its own (:mod:`npvae.runfolder`); a model file's go
+where training drew its own (:mod:`npvae.app.runfolder`); a model file's go
 beside it as ``<file stem>-<name>.png``.
 """
 
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import plots, runfolder, runs
-from npvae.config import Config, validate
+from npvae import estimators
+from npvae.app import plots, runfolder, runs
+from npvae.app.config import Config, validate
 from npvae.errors import ConfigError, DataError
 from npvae.figures import stochastic
 
@@ -152,7 +153,7 @@ def draw_latent(opened: Opened, path: Path, rng: np.random.Generator, options) -
         if not hasattr(model, "sample"):  # only a Gaussian q(z|x) gives each unit a KL
             raise ConfigError(f"--projection kl needs a VAE or IWAE run; {model.kind} has no KL")
         _needs(opened, "one layer", "--projection kl")
-        kl_per_dim, _ = plots.posterior_summary(model, x)
+        kl_per_dim, _ = estimators.posterior_summary(model, x)
     codes = model.codes(x)  # (N, d)
     return plots.plot_latent(
         path, codes, labels, title=opened.title, projection=options.projection,
@@ -188,7 +189,7 @@ def draw_interpolations(opened: Opened, path: Path, rng: np.random.Generator, op
 def draw_kl(opened: Opened, path: Path, rng: np.random.Generator, options) -> Path:
     """Each latent dimension's KL on the test set, the active units coloured."""
     _needs(opened, "one layer", "kl")
-    kl_per_dim, mean_variance = plots.posterior_summary(opened.saved.model, opened.x)
+    kl_per_dim, mean_variance = estimators.posterior_summary(opened.saved.model, opened.x)
     return plots.plot_kl(path, kl_per_dim, mean_variance, title=opened.title)
 
 

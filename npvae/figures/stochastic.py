@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Ellipse
 
-from npvae import plots
+from npvae.app import plots
 from npvae.distributions import DiagonalGaussian
 from npvae.validate import counted
 

@@ -28,6 +28,16 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 MAX_ABS_PARAM = 1e6
 
 
+def chunks(x: np.ndarray, size: int):
+    """``x (N, ...)`` in consecutive pieces of at most ``size`` rows (none for N = 0).
+
+    Every pass over a data set in npvae goes through it, so that memory does not grow
+    with N: the codes, the losses, the importance sampler, the KL per dimension.
+    """
+    for start in range(0, len(x), size):
+        yield x[start : start + size]
+
+
 def register(cls: type[Model]) -> type[Model]:
     """Class decorator: make ``cls`` loadable by its ``kind`` name."""
     REGISTRY[cls.kind] = cls
@@ -136,11 +146,8 @@ class Model(ABC):
 
         ``batch_size`` rows at a time, so the hidden layers' memory does not grow with N.
         """
-        parts = []
-        for start in range(0, max(len(x), 1), batch_size):  # once for an empty x: (0, d)
-            code = self.encode(x[start : start + batch_size])
-            parts.append(code[0] if isinstance(code, tuple) else code)
-        return np.concatenate(parts)
+        parts = [self.encode(piece) for piece in chunks(x, batch_size)] or [self.encode(x)]
+        return np.concatenate([code[0] if isinstance(code, tuple) else code for code in parts])
 
     def zero_grad(self) -> None:
         """Clear every gradient in place: one fill of :attr:`flat_grads`."""

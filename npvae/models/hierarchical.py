@@ -28,7 +28,13 @@ from npvae.distributions import DiagonalGaussian, make_likelihood
 from npvae.errors import ConfigError
 from npvae.layers import Linear
 from npvae.models.base import Model, mlp_parameter_count, register
-from npvae.models.vae import PosteriorMeanVerbs, check_sizes, fold_rows, repeat_rows
+from npvae.models.vae import (
+    PosteriorMeanVerbs,
+    bound_report,
+    check_sizes,
+    fold_rows,
+    repeat_rows,
+)
 from npvae.network import MLP
 
 
@@ -57,19 +63,7 @@ def _report(bound, log_w, log_px, log_ratio, kl_dim) -> dict:
     k, n = log_w.shape
     recon = -log_px.reshape(k, n).mean(axis=0)  # (N,)
     kl = log_ratio.reshape(k, n).mean(axis=0)  # (N,)
-    return {
-        "loss": float(-bound.mean()),
-        "bound": float(bound.mean()),
-        "recon": float(recon.mean()),
-        "kl": float(kl.mean()),
-        "elbo": float(-(recon + kl).mean()),
-        "beta": 1.0,
-        "bound_per_example": bound,
-        "recon_per_example": recon,
-        "kl_per_example": kl,
-        "kl_per_dim": kl_dim.mean(axis=0),
-        "log_weights": log_w,
-    }
+    return {**bound_report(bound, recon, kl, kl_dim), "log_weights": log_w}
 
 
 @register

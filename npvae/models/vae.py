@@ -413,18 +413,7 @@ class IWAE(VAE):
         recon = -log_px.reshape(k, n).mean(axis=0)
         kl_dim = DiagonalGaussian.kl_per_dim(mu, log_var)
         kl = kl_dim.sum(axis=1)
-        report = {
-            "loss": float(-bound.mean()),
-            "bound": float(bound.mean()),
-            "recon": float(recon.mean()),
-            "kl": float(kl.mean()),
-            "elbo": float(-(recon + kl).mean()),
-            "beta": 1.0,
-            "bound_per_example": bound,
-            "recon_per_example": recon,
-            "kl_per_example": kl,
-            "kl_per_dim": kl_dim.mean(axis=0),
-        }
+        report = bound_report(bound, recon, kl, kl_dim)
         if not grad:
             return report
 
@@ -448,3 +437,21 @@ class IWAE(VAE):
         dh += self.log_var_head.backward(dlog_var)
         self.encoder.backward(dh)
         return report
+
+
+def bound_report(bound, recon, kl, kl_dim) -> dict:
+    """What an IWAE's ``loss`` returns, from the bound ``L_k (N,)`` and the mean terms of
+    each example's draws: ``recon (N,)``, ``kl (N,)`` and ``kl_dim (M, d)`` (its rows
+    averaged).  The one-sample ELBO's terms are reported beside the bound."""
+    return {
+        "loss": float(-bound.mean()),
+        "bound": float(bound.mean()),
+        "recon": float(recon.mean()),
+        "kl": float(kl.mean()),
+        "elbo": float(-(recon + kl).mean()),
+        "beta": 1.0,
+        "bound_per_example": bound,
+        "recon_per_example": recon,
+        "kl_per_example": kl,
+        "kl_per_dim": kl_dim.mean(axis=0),
+    }

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import runfolder
-from npvae.config import Config, ResumeRequest, record
+from npvae.app import runfolder
+from npvae.app.config import Config, ResumeRequest, record
 from npvae.errors import CheckpointError, ConfigError
 from npvae.validate import counted
 
@@ -145,7 +145,7 @@ def _whole(value, low: int = 0) -> bool:
 def check_position(saved, n_train: int, batch_size: int, path: Path) -> tuple[float, dict]:
     """``(best, partial)`` from a checkpoint's run state, every field checked; else CheckpointError.
 
-    ``saved`` is a :class:`npvae.checkpoint.Checkpoint` whose ``epoch`` and ``step``
+    ``saved`` is a :class:`npvae.app.checkpoint.Checkpoint` whose ``epoch`` and ``step``
     are whole numbers >= 0.  ``partial`` is ``{}`` at an epoch's end, else the
     interrupted epoch's ``batch`` and ``n`` (batches and examples done), ``sums``
     (running sums of ``loss``, ``recon``, maybe ``kl``) and ``order`` (the

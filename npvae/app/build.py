@@ -1,4 +1,4 @@
-"""The model, optimizer and learning-rate schedule a :class:`~npvae.config.Config` asks for.
+"""The model, optimizer and learning-rate schedule a :class:`~npvae.app.config.Config` asks for.
 
 The one place that turns the CLI's settings into objects, shared by a new run
 and a resumed one (which also uses :func:`model_recipe` to check that a
@@ -7,7 +7,7 @@ checkpoint's model is the one its settings describe, without building it).
 
 from __future__ import annotations
 
-from npvae.config import Config
+from npvae.app.config import Config
 from npvae.models import (
     IWAE,
     IWAE2,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.evaluate import estimators
-from npvae.runs import DATASET_TITLES
+from npvae import estimators
+from npvae.app.runs import DATASET_TITLES
 from npvae.validate import counted
 
 #: Decoder rows per chunk of the importance sampler.  Measured on 2 cores (the paper's
@@ -37,7 +37,7 @@ def evaluation_key(
 
 
 def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) -> dict:
-    """Evaluate ``saved.model`` (a :class:`npvae.runs.SavedRun`) on test images ``x (N, D)``.
+    """Evaluate ``saved.model`` (a :class:`npvae.app.runs.SavedRun`) on test images ``x (N, D)``.
 
     ``x`` is already prepared (scaled, binarised once if the model trained on
     binary data).  ``seed`` seeds every draw; the numbers are

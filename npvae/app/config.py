@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from npvae import __version__
-from npvae._threads import parse_threads
+from npvae.app._threads import parse_threads
 from npvae.errors import ConfigError
 from npvae.validate import (
     BOUNDS,

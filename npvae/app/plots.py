@@ -15,7 +15,7 @@
 * ``curves.png``: training and test loss per epoch, in the model's unit.
 
 Every function takes an optional ``title`` (the run's, such as ``"VAE
-784-400-20 on MNIST, epoch 10"``: :func:`npvae.runs.run_title`), drawn above
+784-400-20 on MNIST, epoch 10"``: :func:`npvae.app.runs.run_title`), drawn above
 the figure's own caption.  Matplotlib runs headless (Agg).  Every file is
 written to a temporary name and renamed, so a figure is either whole or absent.
 """
@@ -33,9 +33,8 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from npvae._files import atomic_path  # noqa: E402
-from npvae.distributions import DiagonalGaussian  # noqa: E402
-from npvae.evaluate.estimators import ACTIVE_THRESHOLD  # noqa: E402
-from npvae.runs import FIGURE_IMAGES, TITLES  # noqa: E402
+from npvae.app.runs import FIGURE_IMAGES, TITLES  # noqa: E402
+from npvae.estimators import ACTIVE_THRESHOLD, posterior_summary  # noqa: E402
 from npvae.validate import counted  # noqa: E402
 
 
@@ -252,20 +251,6 @@ def plot_curves(path, rows: list[dict], title: str | None = None, unit: str = "n
     return save_figure(fig, path)
 
 
-def posterior_summary(model, x: np.ndarray, batch_size: int = 1000):
-    """``(kl_per_dim (d,), mean_variance (d,))`` of q(z|x) over ``x (N, D)``.
-
-    The mean over the examples of each dimension's closed-form KL to the
-    prior (nats), and the variance over the examples of each posterior mean.
-    """
-    kl_sum, means = 0.0, []
-    for start in range(0, len(x), batch_size):
-        mu, log_var = model.encode(x[start : start + batch_size])
-        kl_sum = kl_sum + DiagonalGaussian.kl_per_dim(mu, log_var).sum(axis=0, dtype=np.float64)
-        means.append(mu)
-    return kl_sum / len(x), np.concatenate(means).astype(np.float64).var(axis=0)
-
-
 def plot_kl(
     path,
     kl_per_dim: np.ndarray,
@@ -314,7 +299,7 @@ def make_figures(
 ) -> list[Path]:
     """All the figures that suit ``model``, from test data ``x (N, D)``; returns their paths.
 
-    The images shown come from the first :data:`~npvae.runs.FIGURE_IMAGES` of ``x``;
+    The images shown come from the first :data:`~npvae.app.runs.FIGURE_IMAGES` of ``x``;
     ``labels (N,)`` or None.  ``posterior``: the ``(kl_per_dim (d,), mean_variance (d,))``
     of the KL figure when the caller has them for the whole test set and passes only its
     first images as ``x``; by default :func:`posterior_summary` of ``x``.

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.checkpoint import load_checkpoint
-from npvae.config import Config, from_dict
+from npvae.app.checkpoint import load_checkpoint
+from npvae.app.config import Config, from_dict
 from npvae.data import binarize_static, load_dataset, split_validation
 from npvae.data.datasets import EMBEDDED_NAME
 from npvae.errors import CheckpointError, ConfigError, DataError

@@ -21,19 +21,17 @@ scaled (and binarised, if the model was trained on binary data).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from npvae import kernels
+from npvae.distributions import DiagonalGaussian
+from npvae.models.base import chunks
 
 #: Burda et al.'s (2016) bar: a unit is active when Var_x(E_q[z_u]) exceeds it.
 ACTIVE_THRESHOLD = 0.01
-
-
-def _batches(x: np.ndarray, batch_size: int):
-    for start in range(0, len(x), batch_size):
-        yield x[start : start + batch_size]
 
 
 #: Decoder rows in one batch of :func:`evaluate_loss`: its 1,000 images, or fewer when
@@ -57,7 +55,7 @@ def evaluate_loss(model, x: np.ndarray, rng: np.random.Generator, batch_size: in
     each latent dimension averaged over ``x``.
     """
     totals: dict = {}
-    for batch in _batches(x, loss_batch(model, batch_size)):
+    for batch in chunks(x, loss_batch(model, batch_size)):
         report = model.loss(batch, rng, grad=False)
         for key, value in report.items():
             if (isinstance(value, float) and key != "beta") or key == "kl_per_dim":
@@ -102,7 +100,7 @@ def importance_sampled(
     d = model.latent_dim
     log_px, elbo, mc_error = (np.empty(len(x)) for _ in range(3))
     done = 0
-    for batch in _batches(x, batch_size):
+    for batch in chunks(x, batch_size):
         n = len(batch)
         chunk = max(1, min(n_samples, max_rows // n))
         lse, lse_squares, total = np.full(n, -np.inf), np.full(n, -np.inf), np.zeros(n)
@@ -158,8 +156,28 @@ def active_units(
     model, x: np.ndarray, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000
 ) -> tuple[int, np.ndarray]:
     """``(count, variances (d,))``: dimensions whose posterior mean varies over ``x``."""
-    variances = model.codes(x, batch_size).astype(np.float64).var(axis=0)
+    variances = _variance(model.codes(x, batch_size))
     return int((variances > threshold).sum()), variances
+
+
+def posterior_summary(model, x: np.ndarray, batch_size: int = 1000):
+    """``(kl_per_dim (d,), mean_variance (d,))`` of q(z|x) over ``x (N, D)``, in one pass.
+
+    The mean over the examples of each dimension's closed-form KL to the prior
+    (nats), and the variance over the examples of each posterior mean (what
+    :func:`active_units` holds against its threshold).  One stochastic layer only.
+    """
+    kl_sum, means = 0.0, []
+    for piece in chunks(x, batch_size):
+        mu, log_var = model.encode(piece)
+        kl_sum = kl_sum + DiagonalGaussian.kl_per_dim(mu, log_var).sum(axis=0, dtype=np.float64)
+        means.append(mu)
+    return kl_sum / len(x), _variance(np.concatenate(means))
+
+
+def _variance(codes: np.ndarray) -> np.ndarray:
+    """Each column's variance over the rows of ``codes (N, d)``, in float64: ``(d,)``."""
+    return codes.astype(np.float64).var(axis=0)
 
 
 # ----- the autoencoders ----------------------------------------------------------------------
@@ -175,11 +193,10 @@ def reconstruction_error(model, x: np.ndarray, inputs: np.ndarray | None = None)
     always ``x``.
     """
     total = 0.0
-    for start in range(0, len(x), 1000):
-        rows = slice(start, start + 1000)
-        given = None if inputs is None else inputs[rows]
-        report = model.loss(x[rows], grad=False, corrupt=False, x_tilde=given)
-        total += report["recon"] * len(x[rows])
+    sources = itertools.repeat(None) if inputs is None else chunks(inputs, 1000)
+    for target, source in zip(chunks(x, 1000), sources):
+        report = model.loss(target, grad=False, corrupt=False, x_tilde=source)
+        total += report["recon"] * len(target)
     return total / len(x)
 
 
@@ -197,7 +214,7 @@ def autoencoder_metrics(model, x: np.ndarray, rng: np.random.Generator) -> dict:
     if hasattr(model, "corrupt"):
         metrics["recon_corrupted"] = reconstruction_error(model, x, model.corrupt(x, rng))
     if hasattr(model, "jacobian_norm"):
-        norms = np.concatenate([model.jacobian_norm(b) for b in _batches(x, 1000)])
+        norms = np.concatenate([model.jacobian_norm(b) for b in chunks(x, 1000)])
         metrics["jacobian_frobenius"] = float(np.sqrt(norms.astype(np.float64)).mean())
     if model.kind == "sparse-ae":
         metrics["mean_activation"] = model.codes(x).astype(np.float64).mean(axis=0)

@@ -156,14 +156,14 @@ class Threads:
     As a context manager, it puts back the BLAS's previous limits when the block ends.
     Chosen by ``"auto"`` with more than one thread, :meth:`tick` after each training
     step keeps the steps on the faster of ``count`` threads and one
-    (:class:`npvae._tuner.ThreadTuner`), as ``python -m npvae.train`` does.
+    (:class:`npvae.app._tuner.ThreadTuner`), as ``python -m npvae.train`` does.
     """
 
     def __init__(self, count: int, reason: str, limiter, auto: bool = False) -> None:
         self.count, self.reason, self._limiter = count, reason, limiter
         self._tuner = None
         if auto and count > 1:
-            from npvae._tuner import ThreadTuner
+            from npvae.app._tuner import ThreadTuner
 
             self._tuner = ThreadTuner(count)
 

@@ -13,7 +13,7 @@ calls.  If anything goes wrong in the child, the training compiles in its own
 process, as it always could: this module saves memory and never decides
 whether a run can go ahead.
 
-``python -m npvae._warm [float32|float64]`` is the child.
+``python -m npvae.app._warm [float32|float64]`` is the child.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def warm(dtype="float32") -> bool:
 
 
 def _child_command(dtype) -> list[str]:
-    return [sys.executable, "-m", "npvae._warm", np.dtype(dtype).name]
+    return [sys.executable, "-m", "npvae.app._warm", np.dtype(dtype).name]
 
 
 def compile_kernels(dtype) -> None:

@@ -20,7 +20,7 @@ What is counted, in the model's dtype (the shapes are in each model's ``loss``):
 
 The per-epoch test loss (``evaluate_loss``: 1000 images at a time, each with the
 model's own k or L draws, no gradients) is often larger than the step itself;
-the importance sampler streams at most :data:`npvae.evaluate.report.CHUNK_ROWS`
+the importance sampler streams at most :data:`npvae.app.report.CHUNK_ROWS`
 decoder rows whatever its k, so ``--ll-samples`` and ``evaluate --k`` cost time,
 not memory.
 
@@ -54,17 +54,17 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.build import model_recipe
+from npvae.app.build import model_recipe
+from npvae.app.report import CHUNK_ROWS
 from npvae.errors import ConfigError
-from npvae.evaluate.estimators import EVAL_ROWS
-from npvae.evaluate.report import CHUNK_ROWS
+from npvae.estimators import EVAL_ROWS
 
 #: A run may take this share of the memory available when it starts: the estimate is
 #: of the arrays only, and the interpreter, BLAS's buffers, matplotlib's figures and
 #: whatever else starts on the machine meanwhile need the rest.
 SAFETY = 0.8
 
-#: Images per batch of the test loss, at most (``npvae.evaluate.estimators.evaluate_loss``,
+#: Images per batch of the test loss, at most (``npvae.estimators.evaluate_loss``,
 #: which takes fewer when each image draws many samples: :data:`EVAL_ROWS` rows at most).
 EVAL_BATCH = 1000
 #: Images per batch of the importance sampler (``importance_sampled``'s default).
