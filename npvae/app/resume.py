@@ -1,6 +1,6 @@
 """What ``--resume`` checks before a run goes on: where, which flags, and the saved position.
 
-:func:`npvae.train.resume` reads a run folder with these, in this order:
+:func:`npvae.app.run.resume` reads a run folder with these, in this order:
 :func:`locate` finds the folder and its checkpoint (``last.npz``, ``best.npz``
 with ``--from best``, or a checkpoint file named directly);
 :func:`check_flags` refuses flags that would change the model or its data;
