@@ -21,7 +21,8 @@ from npvae.models.autoencoders import (
 )
 from npvae.models.base import REGISTRY, Model, load, rebuild
 from npvae.models.hierarchical import IWAE2
-from npvae.models.vae import IWAE, VAE
+from npvae.models.iwae import IWAE
+from npvae.models.vae import VAE
 
 __all__ = [
     "REGISTRY",

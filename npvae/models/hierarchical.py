@@ -28,13 +28,8 @@ from npvae.distributions import DiagonalGaussian, make_likelihood
 from npvae.errors import ConfigError
 from npvae.layers import Linear
 from npvae.models.base import Model, mlp_parameter_count, register
-from npvae.models.vae import (
-    PosteriorMeanVerbs,
-    bound_report,
-    check_sizes,
-    fold_rows,
-    repeat_rows,
-)
+from npvae.models.iwae import bound_report
+from npvae.models.vae import PosteriorMeanVerbs, check_sizes, fold_rows, repeat_rows
 from npvae.network import MLP
 
 
