@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import MNIST_DIR, NO_MNIST
 
-from npvae.data import datasets, sources
+from npvae.data import datasets, download, sources
 from npvae.data.datasets import load_dataset
 from npvae.data.idx import read_idx
 from npvae.data.sources import DataFile, DatasetSpec, find_dataset, locate_dataset
@@ -421,7 +421,7 @@ def test_silent_server_times_out(places, monkeypatch):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         monkeypatch.setenv("NPVAE_MIRROR", f"http://127.0.0.1:{silent.getsockname()[1]}/")
-        monkeypatch.setattr(sources, "TIMEOUT_SECONDS", 0.3)
+        monkeypatch.setattr(download, "TIMEOUT_SECONDS", 0.3)
         start = time.monotonic()
         with pytest.raises(DataError, match="no answer within 0.3 s"):
             find_dataset("fake")
