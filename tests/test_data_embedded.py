@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from npvae.data import datasets, embedded
+from npvae.data import datasets, embedded, glyphs
 from npvae.data.embedded import make_digits
 from npvae.errors import ConfigError
 
@@ -99,19 +99,19 @@ def test_real_variation_within_each_class(digits):
 
 
 def test_templates_cover_every_digit_and_are_cached():
-    templates = embedded._templates()
-    assert embedded._templates() is templates
+    templates = glyphs.templates()
+    assert glyphs.templates() is templates
     for digit in range(10):
         of_digit = templates.digits == digit
-        assert (of_digit & templates.is_pen).sum() >= 2 * embedded.PEN_DRAWINGS
+        assert (of_digit & templates.is_pen).sum() >= 2 * glyphs.PEN_DRAWINGS
         assert (of_digit & ~templates.is_pen).sum() >= 20  # most of the 22 fonts
-    assert templates.images.shape[1:] == (embedded.TEMPLATE_SIDE, embedded.TEMPLATE_SIDE)
+    assert templates.images.shape[1:] == (glyphs.TEMPLATE_SIDE, glyphs.TEMPLATE_SIDE)
     # Zero border: warps that look outside a template read background.
     assert templates.images[:, 0].max() < 1e-3 and templates.images[:, :, -1].max() < 1e-3
 
 
 def test_vectorised_fast_enough():
-    embedded._templates()
+    glyphs.templates()
     start = time.perf_counter()
     make_digits(2000, 0, seed=0)
     # About 0.2 s here; a per-pixel Python loop would take minutes.
@@ -130,14 +130,14 @@ def test_the_chunk_size_is_not_part_of_what_a_seed_means(monkeypatch):
 
 
 def test_a_block_of_images_needs_little_memory():
-    embedded._templates()
+    glyphs.templates()
     tracemalloc.start()
     try:
         make_digits(embedded._BLOCK, 0, seed=0)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    # 25 MB measured (1.6 MB of it the images); working all 2,048 at once took 136 MB.
+    # 25 MB measured (1.6 MB of it the images); working all 2,048 at once takes 136 MB.
     assert peak < 50e6
 
 

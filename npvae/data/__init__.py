@@ -24,19 +24,27 @@ Modules, bottom up
     dimensions, byte count, gzip CRC, optional checksum of the decompressed
     bytes).  ``write_idx(path, array, *, compress=None)`` writes one.
     ``decompressed_sha256(path) -> str``.
+:mod:`npvae.data.specs`
+    :class:`DatasetSpec` (file stems, SHA-256 of the decompressed files,
+    mirror URLs), :class:`DataFile`, ``ROLES``; ``file_in(folder, data_file)``
+    finds a file stored gzip or raw.
+:mod:`npvae.data.download`
+    ``download_dataset(spec, target)``: the missing files from the mirrors
+    (or ``$NPVAE_MIRROR``), checked, all or nothing.
 :mod:`npvae.data.sources`
-    ``DATASETS``: name -> :class:`DatasetSpec` (file stems, SHA-256 of the
-    decompressed files, mirror URLs).
+    ``DATASETS``: name -> :class:`DatasetSpec`.
     ``find_dataset(name, data_dir=None, download=True) -> Path`` searches
     ``data_dir`` (or ``$NPVAE_DATA``), then ``$XDG_CACHE_HOME/npvae/<name>``
     (``~/.cache/...``), then ``/usr/share/datasets/<name>`` (Debian's
-    ``dataset-*`` packages), then downloads into the cache from the mirrors
-    (or ``$NPVAE_MIRROR``), checked, all or nothing.
+    ``dataset-*`` packages), then downloads into the cache.
     ``locate_dataset`` is the same and also says how the folder was found.
+:mod:`npvae.data.glyphs`
+    ``templates()``: the font glyphs and pen drawings the embedded digits
+    start from, rendered once per process.
 :mod:`npvae.data.embedded`
     ``make_digits(n_train, n_test, seed) -> (x_train, y_train, x_test,
     y_test)``: handwritten-like digits, (n, 28, 28) uint8 and (n,) uint8,
-    generated from matplotlib's fonts and pen strokes, no file or network.
+    each a template distorted like a hand, no file or network.
 :mod:`npvae.data.datasets`
     ``load_dataset(name, data_dir=None, download=True, *, verify=True) ->
     Dataset``; ``split_validation(dataset, n_val, seed) -> Dataset``;
