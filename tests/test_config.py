@@ -15,12 +15,10 @@ from npvae.app.config import (
     Config,
     applies,
     from_dict,
-    make_parser,
-    parse_args,
-    read_toml,
     record,
     validate,
 )
+from npvae.app.flags import make_parser, parse_args, read_toml
 from npvae.errors import ConfigError
 from npvae.schedules import make_schedule
 from npvae.train import main

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npvae.app.config import Config, read_toml, validate
+from npvae.app.config import Config, validate
+from npvae.app.flags import read_toml
 from npvae.models import VAE, Autoencoder
 from npvae.schedules import make_schedule
 
