@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from train_support import SMALL, one_line, only_run, run_main, use_tiny_mnist
 
-from npvae import train
 from npvae.app import memory
+from npvae.app import run as app_run
 from npvae.app.build import build_model, optimizer_for
 from npvae.app.config import Config
 from npvae.errors import ConfigError
@@ -242,7 +242,7 @@ def test_evaluate_refuses_a_model_whose_own_k_does_not_fit(tmp_path):
 def test_a_refused_start_builds_no_model_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
     tiny = use_tiny_mnist(monkeypatch, tmp_path)
     monkeypatch.setattr(memory, "available_bytes", lambda: 2**20)  # 1 MiB
-    monkeypatch.setattr(train, "build_model", pytest.fail)
+    monkeypatch.setattr(app_run, "build_model", pytest.fail)  # where the run looks it up
     out = tmp_path / "runs"
     argv = ["--dataset", "mnist", "--data-dir", tiny, "--out", out, *SMALL, "--epochs", "1"]
     status, stdout, stderr = run_main(argv, capsys)

@@ -1,33 +1,29 @@
 """Will it fit?  The peak memory of a training step and of an evaluation, refused if too large.
 
-The arrays of one step grow with the rows it pushes through the decoder: batch
-x k for the IWAEs, batch x L for a VAE with L samples.  ``--k 100000`` asks
-for hundreds of GiB, and the kernel's OOM killer would end the run with no word.
-:func:`check_training` and :func:`check_evaluation` refuse such a run first,
-in one line that names the figure and the flag to change.
+The arrays of one step grow with the rows it pushes through the decoder: batch x k for
+the IWAEs, batch x L for a VAE with L samples.  ``--k 100000`` asks for hundreds of GiB,
+which the OOM killer would end with no word; :func:`check_training` and
+:func:`check_evaluation` refuse such a run first, naming the figure and the flag to change.
 
 What is counted, in the model's dtype (the shapes are in each model's ``loss``):
 
 * per example row (``N``): the batch buffers, the encoder's cached outputs,
   ``mu``, ``log_var``, the KL terms and their gradients;
-* per draw row (``N x k``): the noise, ``z`` and the rows of ``log_var``, every
-  activation the decoder (and the two-layer model's q(z2|z1) and p(z1|z2)
-  networks) caches for backward, its output and ``dout``, the gradients of the
-  latents, the per-row terms of the bound; plus the widest temporaries of the
-  backward pass (two hidden layers' worth, three for activations whose backward
-  makes more) or of a Gaussian likelihood (three ``(rows, D)`` arrays);
+* per draw row (``N x k``): the noise, ``z`` and the rows of ``log_var``, every activation the
+  decoder (and the two-layer model's q(z2|z1) and p(z1|z2) networks) caches for backward, its
+  output and ``dout``, the gradients of the latents, the per-row terms of the bound; plus the
+  widest temporaries of the backward pass (two hidden layers' worth, three for activations
+  whose backward makes more) or of a Gaussian likelihood (three ``(rows, D)`` arrays);
 * parameters, their gradients, the optimizer's buffers and a checkpoint's copies.
 
-The per-epoch test loss (``evaluate_loss``: 1000 images at a time, each with the
-model's own k or L draws, no gradients) is often larger than the step itself;
-the importance sampler streams at most :data:`npvae.app.report.CHUNK_ROWS`
-decoder rows whatever its k, so ``--ll-samples`` and ``evaluate --k`` cost time,
-not memory.
+The per-epoch test loss (``evaluate_loss``: 1000 images at a time, each with the model's own
+k or L draws, no gradients) is often larger than the step itself; the importance sampler
+streams at most :data:`npvae.app.report.CHUNK_ROWS` decoder rows whatever its k, so
+``--ll-samples`` and ``evaluate --k`` cost time, not memory.
 
-Measured against the peak of numpy's allocations (tracemalloc) over the model's making
-and its first ``loss`` + Adam step, each in a fresh process, float32 and 784 pixels
-(MiB; the estimate also counts the batch's buffers, 2 x 784 floats an image, which
-the measurement made beforehand)::
+Against the peak of numpy's allocations (tracemalloc) over the model's making and its first
+``loss`` + Adam step, each in a fresh process, float32, 784 pixels, MiB (the estimate also
+counts the batch's buffers, 2 x 784 floats an image, made before the measurement)::
 
     config                                                  estimate  measured
     vae 784-400-20 relu, batch 128 (the default)                17.4      11.6
@@ -43,8 +39,8 @@ the measurement made beforehand)::
     the test loss, 1000 images, the iwae k=50 net              305.7     257.3
     the test loss, 1000 images, iwae2 k=50                     650.0     563.1
 
-The estimate is 1.1 to 1.6 times the measured peak, never below it
-(``tests/test_memory.py`` holds four of these to that).
+The estimate is 1.1 to 1.6 times the measured peak, never below it (``tests/test_memory.py``
+checks four of these).
 """
 
 from __future__ import annotations
@@ -58,6 +54,7 @@ from npvae.app.build import model_recipe
 from npvae.app.report import CHUNK_ROWS
 from npvae.errors import ConfigError
 from npvae.estimators import EVAL_ROWS
+from npvae.validate import model_setting
 
 #: A run may take this share of the memory available when it starts: the estimate is
 #: of the arrays only, and the interpreter, BLAS's buffers, matplotlib's figures and
@@ -104,12 +101,9 @@ def _mem_available() -> int | None:
 
 
 def _cgroup_room(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """What this process's cgroup still allows, in bytes: its limit minus its use.
-
-    cgroup v2 (``memory.max``, ``memory.current``) or v1 (``memory.limit_in_bytes``,
-    ``memory.usage_in_bytes``), at the root of the hierarchy and at this process's own
-    group; None where no limit is set or none can be read.
-    """
+    """What this process's cgroup still allows, in bytes: its limit minus its use, by v2's
+    ``memory.max`` and ``memory.current`` or v1's ``memory.limit_in_bytes`` and
+    ``memory.usage_in_bytes``, at the root and at its own group; None if no limit is read."""
     groups = {"": "", "memory": ""}
     try:
         for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -145,12 +139,9 @@ def available_bytes() -> int | None:
 
 
 def _mlp(sizes, activation: str, out_activation: str | None) -> tuple[int, int]:
-    """``(held, temporaries)`` per row of an MLP of widths ``sizes``, in floats.
-
-    ``held``: what its forward leaves cached (each layer's output, and a second array
-    for the activations that keep one); ``temporaries``: the widest moment of its
-    backward (the incoming and outgoing gradient, and a product for some activations).
-    """
+    """``(held, temporaries)`` per row of an MLP of widths ``sizes``, in floats: what its
+    forward caches (each layer's output, and a second array for the activations that keep
+    one), and the widest moment of its backward (the gradient in and out, some a product)."""
     held, widest = 0, 0
     for index, width in enumerate(sizes[1:]):
         last = index == len(sizes) - 2
@@ -180,7 +171,7 @@ def pass_rows(kind: str, settings: dict, grad: bool) -> Rows:
     ``settings`` (its constructor's keywords), counted per row as :class:`Rows`."""
     dim = settings["input_dim"]
     act = settings["activation"]
-    gaussian = settings.get("likelihood", settings.get("reconstruction")) != "bernoulli"
+    gaussian = model_setting(settings, "likelihood") != "bernoulli"
     likelihood_temps = 3 * dim if gaussian else 0  # residuals, their squares, a product
     if kind in ("vae", "iwae"):
         hidden, latent = settings["hidden"], settings["latent_dim"]
@@ -276,12 +267,9 @@ def _draw_words(kind: str, settings: dict) -> tuple[str, str]:
 
 
 def training_needs(config, n_train: int, n_eval: int, input_dim: int) -> list[Need]:
-    """The peaks of a training run of ``config``: its step, its test loss after each
-    epoch and its final log-likelihood, each a :class:`Need` in bytes.
-
-    ``n_train`` training images (a batch is at most all of them), ``n_eval`` in the
-    larger of the validation and test sets, ``input_dim`` pixels (D).
-    """
+    """The peaks of a training run of ``config``: its step, its test loss after each epoch
+    and its final log-likelihood, each a :class:`Need` in bytes.  ``n_train`` training
+    images, ``n_eval`` in the larger of the validation and test sets, ``input_dim`` = D."""
     cls, settings = model_recipe(config, input_dim)
     kind, itemsize = cls.kind, np.dtype(config.dtype).itemsize
     buffers = {"adam": 2, "sgd": 0}.get(config.optimizer, 1)
@@ -341,10 +329,9 @@ def _sampler_rows(k: int, images: int) -> int:
 
 
 def evaluation_needs(model, n_test: int, k: int) -> list[Need]:
-    """The peaks of ``python -m npvae.evaluate`` of ``model`` on ``n_test`` images with
-    ``k`` importance samples: its test loss (the model's own k or L draws, 1000 images
-    at a time) and a chunk of the importance sampler.  The images, the model and its
-    parameters are in memory already."""
+    """The peaks of ``python -m npvae.evaluate`` of ``model`` on ``n_test`` images with ``k``
+    importance samples: its test loss (the model's own k or L draws, 1000 images at a time)
+    and a chunk of the importance sampler; the images and the model are in memory already."""
     kind, settings = model.kind, model.config
     itemsize = model.dtype.itemsize
     draws = draws_per_image(kind, settings)
@@ -380,14 +367,9 @@ def evaluation_needs(model, n_test: int, k: int) -> list[Need]:
 
 
 def refuse(needs: list[Need], available: int | None = None) -> None:
-    """Raise a ConfigError naming the first of ``needs`` above ``SAFETY`` x ``available``.
-
-    ``needs`` come in the order a run meets them (the model, its step, its evaluations),
-    so the line names the setting to change first.
-
-    ``available`` in bytes (default: :func:`available_bytes`, read now); unknown, nothing
-    is refused.
-    """
+    """Raise a ConfigError naming the first of ``needs`` (in the order a run meets them, so
+    the setting to change first) above ``SAFETY`` x ``available`` bytes (default:
+    :func:`available_bytes`, read now; unknown, nothing is refused)."""
     if available is None:
         available = available_bytes()
     if available is None or not needs:
