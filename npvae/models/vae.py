@@ -222,25 +222,11 @@ class VAE(PosteriorMeanVerbs, Model):
     ) -> dict:
         """The negative ELBO, averaged over the batch, and (if ``grad``) its gradients.
 
-        ``loss = r · mean_n [ −(1/L) Σ_l log p(x_n | z_nl) ] + beta_t · Σ_j max(λ, mean_n KL_nj)``
+        ``x (N, D)`` in the model's dtype; ``rng`` draws ``eps (L, N, d)``, or pass ``eps``
+        to hold the noise fixed; ``step`` sets the KL warm-up (None: fully warmed up);
+        ``grad`` fills ``self.grads``.  The objective and its gradient: ``docs/models.md#vae``.
 
-        with ``z_nl = mu_n + exp(log_var_n / 2) * eps_nl``, the KL in closed form,
-        ``r`` the reconstruction weight (``recon_weight``, 1 for the ELBO),
-        ``beta_t`` the warmed-up weight and λ the free-bits floor (0: no floor).
-
-        Parameters
-        ----------
-        x : ndarray (N, D), the model's dtype
-        rng : numpy.random.Generator
-            Draws ``eps``; or pass ``eps (L, N, d)`` itself to hold the noise fixed.
-        step : int, optional
-            The training step, for the KL warm-up (None: fully warmed up).
-        grad : bool
-            Write the gradient of ``loss`` into every entry of ``self.grads``.
-
-        Returns
-        -------
-        dict with floats ``loss``, ``recon``, ``kl``, ``elbo`` (per example, nats;
+        Returns a dict of floats ``loss``, ``recon``, ``kl``, ``elbo`` (per example, nats;
         ``elbo = −(recon + kl)`` whatever beta is), ``beta``, and arrays
         ``recon_per_example (N,)``, ``kl_per_example (N,)``, ``kl_per_dim (d,)``.
         """
