@@ -3,9 +3,9 @@
 Two readers use them.  :mod:`npvae.app.config` checks the CLI's flags, a TOML file,
 ``config.json`` and a checkpoint's run config; :func:`npvae.models.base.rebuild`
 checks the config of a saved model before building it.  A model's keyword
-names differ from the CLI's (``latent_dim`` and ``code_dim`` are ``--latent``),
-so :data:`MODEL_NAMES` maps them onto the same rules: a value the CLI would
-refuse is refused in a file too, in the same words.
+names differ from the CLI's (``latent_dim`` and ``code_dim`` are ``--latent``):
+:data:`MODEL_NAMES` is the one map between the two vocabularies, so a value the
+CLI would refuse is refused in a file too, in the same words.
 
 A value is checked for its type first (a JSON ``"5"`` is no whole number, a
 ``true`` no number, ``1.5`` no whole number), then for its interval or choice.
@@ -80,18 +80,24 @@ BOUNDS = {
     "init_log_var": "(-inf, inf)",
 }
 
-#: A saved model's keyword -> the CLI setting whose rule it follows.
+#: The one map between the two vocabularies: a model's keyword -> the setting it is (a
+#: flag, a TOML key, a key of config.json).  Any other keyword is its setting's own name.
+#: A keyword with choices of its own names the setting's choices in the same order: an
+#: autoencoder's reconstruction "bernoulli", "squared" is the likelihood "bernoulli", "gaussian".
 MODEL_NAMES = {
     "latent_dim": "latent",
     "code_dim": "latent",
+    "hidden1": "hidden",  # the two-layer IWAE's: hidden1, latent1 are --hidden, --latent
+    "latent1": "latent",
     "n_samples": "samples",
     "warmup_steps": "warmup",
     "learned_var": "learn_var",
     "target": "sparsity_target",
-    "hidden1": "hidden",  # the two-layer IWAE's: hidden1, latent1 are --hidden, --latent
-    "latent1": "latent",
-    "hidden2": "hidden",  # and hidden2 follows the rule of every list of widths
+    "reconstruction": "likelihood",
 }
+
+#: The settings that are lists of layer widths.
+WIDTHS = ("hidden", "hidden2")
 
 #: The type of every setting a rule names that is not a choice (choices are text).
 TYPES = {
@@ -179,10 +185,50 @@ def check_widths(value, label: str) -> list[int]:
     return list(value)
 
 
+def setting_of(keyword: str) -> str:
+    """The setting a model's ``keyword`` is: ``"latent"`` for ``"code_dim"``."""
+    return MODEL_NAMES.get(keyword, keyword)
+
+
+def _same_choice(value, choices: tuple, into: tuple):
+    return into[choices.index(value)] if value in choices else value
+
+
+def as_setting(keyword: str, value):
+    """A model keyword's ``value`` in its setting's words: ``"gaussian"`` for ``"squared"``."""
+    setting = setting_of(keyword)
+    if keyword == setting or keyword not in CHOICES:
+        return value
+    return _same_choice(value, CHOICES[keyword], CHOICES[setting])
+
+
+def as_keyword(keyword: str, value):
+    """A setting's ``value`` in the words of the model's ``keyword`` (undoes :func:`as_setting`)."""
+    setting = setting_of(keyword)
+    if keyword == setting or keyword not in CHOICES:
+        return value
+    return _same_choice(value, CHOICES[setting], CHOICES[keyword])
+
+
+def model_setting(model_config: dict, setting: str):
+    """The value of ``setting`` (a CLI name) in a model's config, in the CLI's words; None
+    when the model has no such setting.  ``model_setting(ae.config, "likelihood")`` is
+    ``"gaussian"`` for a squared-error autoencoder."""
+    for keyword, value in model_config.items():
+        if setting_of(keyword) == setting:
+            return as_setting(keyword, value)
+    return None
+
+
+def _rule_of(name: str) -> str:
+    """The setting whose rule ``name`` (a setting or a model's keyword) follows."""
+    return name if name in {*WIDTHS, *CHOICES, *BOUNDS, *TYPES} else setting_of(name)
+
+
 def check_value(name: str, value, label: str):
     """Type, then range or choice, of one setting (a CLI name or a saved model's keyword)."""
-    name = MODEL_NAMES.get(name, name)
-    if name == "hidden":
+    name = _rule_of(name)
+    if name in WIDTHS:
         return check_widths(value, label)
     value = check_type(name, value, label)
     if name in BOUNDS:
@@ -202,8 +248,8 @@ def check_model_config(config, source) -> dict:
         raise ConfigError(f"{source}: the model's config is not a table")
     checked = {}
     for key, value in config.items():
-        rule = MODEL_NAMES.get(key, key)
-        known = rule == "hidden" or rule in {*CHOICES, *BOUNDS, *TYPES}
+        rule = _rule_of(key)
+        known = rule in {*WIDTHS, *CHOICES, *BOUNDS, *TYPES}
         if not known or (key == "code_activation" and value is None):
             checked[key] = value
             continue

@@ -19,6 +19,7 @@ from npvae.models import (
 )
 from npvae.optim import Optimizer, make_optimizer
 from npvae.schedules import Schedule, make_schedule
+from npvae.validate import as_keyword, setting_of
 
 
 def build_model(config: Config, input_dim: int):
@@ -27,68 +28,48 @@ def build_model(config: Config, input_dim: int):
     return cls(**settings)
 
 
+#: The keywords a run gives every model's constructor, in the model's words; the table
+#: :data:`npvae.validate.MODEL_NAMES` names the setting each one takes its value from.
+_SHARED = ("input_dim", "hidden", "activation", "init", "dtype", "seed")
+_GENERATIVE = (*_SHARED, "latent_dim", "likelihood", "learned_var", "init_log_var")
+_LAYERED = tuple(name for name in _GENERATIVE if name not in ("hidden", "latent_dim"))
+_AUTOENCODER = (*_SHARED, "code_dim", "reconstruction")
+
+#: Each model's class and the keywords a run gives its constructor.
+RECIPES = {
+    "vae": (VAE, (*_GENERATIVE, "beta", "warmup_steps", "free_bits", "n_samples")),
+    "iwae": (IWAE, (*_GENERATIVE, "k")),
+    "iwae2": (IWAE2, (*_LAYERED, "hidden1", "latent1", "hidden2", "latent2", "k")),
+    "ae": (Autoencoder, _AUTOENCODER),
+    "sparse-ae": (
+        SparseAutoencoder,
+        (*_AUTOENCODER, "sparsity", "sparsity_weight", "target", "code_activation"),
+    ),
+    "denoising-ae": (DenoisingAutoencoder, (*_AUTOENCODER, "noise", "noise_level")),
+    "contractive-ae": (ContractiveAutoencoder, (*_AUTOENCODER, "code_activation", "contraction")),
+}
+
+
 def model_recipe(config: Config, input_dim: int) -> tuple[type, dict]:
     """``(model class, keyword arguments)`` of the model ``config`` asks for; nothing allocated."""
-    common = {
+    cls, keywords = RECIPES[config.model]
+    settings = {
+        **vars(config),
         "input_dim": input_dim,
         "hidden": config.resolved_hidden(),
+        "hidden2": config.resolved_hidden2(),
         "activation": config.resolved_activation(),
-        "init": config.init,
-        "dtype": config.dtype,
-        "seed": config.seed,
-    }
-    vae_common = {
-        **common,
-        "latent_dim": config.latent,
-        "likelihood": config.likelihood,
-        "learned_var": config.learn_var,
         "init_log_var": 0.0,  # the library's default; no flag sets it
+        "code_activation": _code_activation(config),
     }
-    ae_common = {
-        **common,
-        "code_dim": config.latent,
-        "reconstruction": "bernoulli" if config.likelihood == "bernoulli" else "squared",
-    }
-    if config.model == "vae":
-        objective = {
-            "beta": config.beta,
-            "warmup_steps": config.warmup,
-            "free_bits": config.free_bits,
-            "n_samples": config.samples,
-        }
-        return VAE, {**vae_common, **objective}
-    if config.model == "iwae":
-        return IWAE, {**vae_common, "k": config.k}
-    if config.model == "iwae2":
-        layers = {
-            "hidden1": vae_common.pop("hidden"),
-            "latent1": vae_common.pop("latent_dim"),
-            "hidden2": config.resolved_hidden2(),
-            "latent2": config.latent2,
-        }
-        return IWAE2, {**vae_common, **layers, "k": config.k}
-    if config.model == "ae":
-        return Autoencoder, ae_common
+    return cls, {name: as_keyword(name, settings[setting_of(name)]) for name in keywords}
+
+
+def _code_activation(config: Config) -> str:
+    """The sparse AE's code follows its penalty; the contractive AE's one layer is its code."""
     if config.model == "sparse-ae":
-        return SparseAutoencoder, {
-            **ae_common,
-            "sparsity": config.sparsity,
-            "sparsity_weight": config.sparsity_weight,
-            "target": config.sparsity_target,
-            "code_activation": "sigmoid" if config.sparsity == "kl" else "relu",
-        }
-    if config.model == "denoising-ae":
-        return DenoisingAutoencoder, {
-            **ae_common,
-            "noise": config.noise,
-            "noise_level": config.noise_level,
-        }
-    # The contractive AE's one layer is its code: the activation is the code's.
-    return ContractiveAutoencoder, {
-        **ae_common,
-        "code_activation": config.resolved_activation(),
-        "contraction": config.contraction,
-    }
+        return "sigmoid" if config.sparsity == "kl" else "relu"
+    return config.resolved_activation()
 
 
 def optimizer_for(config: Config, params: dict, flat=None) -> Optimizer:
