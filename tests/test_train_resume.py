@@ -28,7 +28,7 @@ from train_support import (
     write_tiny_mnist,
 )
 
-from npvae import evaluate, train
+from npvae import estimators, train
 from npvae.app.checkpoint import load_checkpoint
 from npvae.data import datasets, sources
 from npvae.models import VAE, DenoisingAutoencoder
@@ -180,7 +180,7 @@ def test_a_signal_during_the_last_evaluation_stops_before_the_results(
     tiny, tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "runs"
-    original, calls = evaluate.evaluate_loss, []
+    original, calls = estimators.evaluate_loss, []
 
     def evaluate_loss(*args, **kwargs):
         calls.append(1)
@@ -189,7 +189,7 @@ def test_a_signal_during_the_last_evaluation_stops_before_the_results(
         return original(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(evaluate, "evaluate_loss", evaluate_loss)
+        patch.setattr(estimators, "evaluate_loss", evaluate_loss)
         status, _, stderr = run_main(start_args(tiny, out, "denoising-ae-dynamic", 2), capsys)
     assert status == 130
     run = only_run(out)
