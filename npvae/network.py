@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from npvae.errors import ConfigError
 from npvae.layers import DEFAULT_INIT, Layer, Linear, make_activation
+from npvae.validate import check_widths
 
 
 class MLP(Layer):
@@ -56,8 +56,7 @@ class MLP(Layer):
     ) -> None:
         super().__init__()
         sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(f"MLP sizes must be two or more positive widths, got {sizes}")
+        check_widths(sizes, "MLP sizes", least=2)
         hidden_init = init or DEFAULT_INIT.get(activation, "glorot")
         last_init = init or DEFAULT_INIT.get(out_activation, "glorot")
         self.sizes = sizes

@@ -15,6 +15,7 @@ NaN lies inside no interval, and inf inside none that ends at a number.
 from __future__ import annotations
 
 import math
+import numbers
 
 from npvae.errors import ConfigError
 
@@ -176,13 +177,31 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
-def check_widths(value, label: str) -> list[int]:
-    """Hidden widths from a JSON list of whole numbers >= 1, else a ConfigError."""
-    if not isinstance(value, list) or not all(fits(int, width) for width in value):
+def check_widths(value, label: str, least: int = 0) -> list[int]:
+    """Layer widths: a list of ``least`` or more whole numbers, each at least 1.
+
+    The one rule for widths, wherever they enter: a TOML or JSON list, a flag's
+    ``500,500``, a model's ``hidden`` and an ``MLP``'s sizes.  Returns the widths
+    as a list, else raises a ConfigError naming ``label``.
+    """
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(width, numbers.Integral) and not isinstance(width, bool) for width in value
+    ):
         raise ConfigError(f"{label} must be a list of whole numbers like [500, 500], got {value!r}")
-    if any(width < 1 for width in value):
-        raise ConfigError(f"{label} must be positive widths, got {value!r}")
-    return list(value)
+    widths = [int(width) for width in value]
+    if len(widths) < least or any(width < 1 for width in widths):
+        how_many = {0: "", 1: "one or more ", 2: "two or more "}.get(least, f"{least} or more ")
+        raise ConfigError(f"{label} must be {how_many}positive widths, got {widths}")
+    return widths
+
+
+def check_sizes(input_dim, hidden, latent_dim, names=("input_dim", "hidden", "latent_dim")):
+    """The sizes of an encoder ``input_dim -> hidden -> latent_dim`` (and of its mirrored
+    decoder): positive, with one hidden layer or more; else a ConfigError naming them by
+    ``names``."""
+    check_range("input_dim", input_dim, names[0])
+    check_widths(list(hidden), names[1], least=1)
+    check_range("latent", latent_dim, names[2])
 
 
 def setting_of(keyword: str) -> str:

@@ -20,6 +20,7 @@ from npvae.app.config import (
 )
 from npvae.app.flags import make_parser, parse_args, read_toml
 from npvae.errors import ConfigError
+from npvae.models import IWAE, IWAE2, VAE
 from npvae.schedules import make_schedule
 from npvae.train import main
 from npvae.validate import CHOICES, MODELS, TYPES
@@ -424,3 +425,89 @@ def test_a_saved_iwae2s_sizes_follow_the_clis_rules():
     for key, bad in (("hidden1", [0]), ("latent1", 0), ("hidden2", "5"), ("latent2", 1.5)):
         with pytest.raises(ConfigError, match=f"model setting {key}"):
             check_model_config({**good, key: bad}, "model.npz")
+
+
+def test_model_setting_reads_a_saved_model_in_the_clis_words():
+    from npvae.models import VAE, Autoencoder
+    from npvae.validate import model_setting
+
+    squared = Autoencoder(input_dim=4, hidden=[3], code_dim=2, reconstruction="squared")
+    assert model_setting(squared.config, "likelihood") == "gaussian"
+    assert model_setting(squared.config, "latent") == 2
+    gaussian = VAE(input_dim=4, hidden=[3], latent_dim=2, likelihood="gaussian")
+    assert model_setting(gaussian.config, "likelihood") == "gaussian"
+    assert model_setting(gaussian.config, "samples") == 1
+    assert model_setting(gaussian.config, "sparsity") is None
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_keyword_of_a_recipe_is_its_settings_value_through_the_one_table(model):
+    from npvae.app.build import model_recipe
+    from npvae.validate import as_setting, setting_of
+
+    config = validate(
+        Config(model=model, likelihood="gaussian", hidden=[] if model == "contractive-ae" else None)
+    )
+    values = {
+        **vars(config),
+        "hidden": config.resolved_hidden(),
+        "hidden2": config.resolved_hidden2(),
+        "activation": config.resolved_activation(),
+    }
+    _, settings = model_recipe(config, 784)
+    for keyword, value in settings.items():
+        if setting_of(keyword) in values and keyword != "code_activation":
+            assert as_setting(keyword, value) == values[setting_of(keyword)], keyword
+
+
+@pytest.mark.parametrize(
+    ("argv", "build", "cli_says", "model_says"),
+    [
+        (
+            ["--model", "iwae", "--k", "0"],
+            lambda: IWAE(k=0),
+            "--k must be at least 1, got 0",
+            "k must be at least 1, got 0",
+        ),
+        (
+            ["--model", "iwae2", "--k", "0"],
+            lambda: IWAE2(k=0),
+            "--k must be at least 1, got 0",
+            "k must be at least 1, got 0",
+        ),
+        (
+            ["--samples", "0"],
+            lambda: VAE(n_samples=0),
+            "--samples must be at least 1, got 0",
+            "n_samples must be at least 1, got 0",
+        ),
+        (
+            ["--hidden", "4,0"],
+            lambda: VAE(hidden=[4, 0]),
+            "--hidden must be positive widths, got [4, 0]",
+            "hidden must be one or more positive widths, got [4, 0]",
+        ),
+        (
+            ["--model", "iwae2", "--hidden2", "0"],
+            lambda: IWAE2(hidden2=[0]),
+            "--hidden2 must be positive widths, got [0]",
+            "hidden2 must be one or more positive widths, got [0]",
+        ),
+    ],
+)
+def test_the_cli_and_the_models_refuse_by_the_same_rule(argv, build, cli_says, model_says):
+    with pytest.raises(ConfigError) as cli:
+        parse_args(argv)
+    with pytest.raises(ConfigError) as constructor:
+        build()
+    assert (str(cli.value), str(constructor.value)) == (cli_says, model_says)
+
+
+def test_an_mlp_needs_two_or_more_positive_widths():
+    import numpy as np
+
+    from npvae.network import MLP
+
+    for sizes in ([4], [4, 0]):
+        with pytest.raises(ConfigError, match="^MLP sizes must be two or more positive widths"):
+            MLP(sizes, rng=np.random.default_rng(0))

@@ -251,9 +251,7 @@ def parse_hidden(text, label: str = "--hidden") -> list[int]:
         widths = [int(item) for item in items]
     except (TypeError, ValueError):
         raise ConfigError(f"{label} must be whole numbers like 500,500, got {text!r}") from None
-    if any(width < 1 for width in widths):
-        raise ConfigError(f"{label} must be positive widths, got {text!r}")
-    return widths
+    return check_widths(widths, label)
 
 
 def file_value(name: str, value, label: str):

@@ -25,12 +25,12 @@ import numpy as np
 
 from npvae import kernels
 from npvae.distributions import DiagonalGaussian, make_likelihood
-from npvae.errors import ConfigError
 from npvae.layers import Linear
 from npvae.models.base import Model, mlp_parameter_count, register
 from npvae.models.iwae import bound_report
-from npvae.models.vae import PosteriorMeanVerbs, check_sizes, fold_rows, repeat_rows
+from npvae.models.vae import PosteriorMeanVerbs, fold_rows, repeat_rows
 from npvae.network import MLP
+from npvae.validate import check_range, check_sizes
 
 
 def _kl_per_dim(eps1, log_var1_rows, z1, prior_mu1, prior_log_var1, eps2, log_var2, z2):
@@ -111,10 +111,9 @@ class IWAE2(PosteriorMeanVerbs, Model):
         dtype: str = "float32",
         seed: int = 0,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
-        check_sizes(input_dim, hidden1, latent1)
-        check_sizes(latent1, hidden2, latent2)
+        check_range("k", k, "k")
+        check_sizes(input_dim, hidden1, latent1, names=("input_dim", "hidden1", "latent1"))
+        check_sizes(latent1, hidden2, latent2, names=("latent1", "hidden2", "latent2"))
         config = dict(locals())
         config.pop("self")
         config["hidden1"] = [int(width) for width in hidden1]

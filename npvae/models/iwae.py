@@ -13,9 +13,9 @@ import numpy as np
 
 from npvae import kernels
 from npvae.distributions import DiagonalGaussian
-from npvae.errors import ConfigError
 from npvae.models.base import register
 from npvae.models.vae import VAE, fold_rows, repeat_rows
+from npvae.validate import check_range
 
 
 @register
@@ -48,8 +48,7 @@ class IWAE(VAE):
         dtype: str = "float32",
         seed: int = 0,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
+        check_range("k", k, "k")
         config = dict(locals())
         config.pop("self")
         self._build(config)

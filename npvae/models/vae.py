@@ -23,6 +23,7 @@ from npvae.errors import ConfigError
 from npvae.layers import Linear
 from npvae.models.base import Model, mlp_parameter_count, register
 from npvae.network import MLP
+from npvae.validate import check_range, check_sizes
 
 
 def repeat_rows(array: np.ndarray, times: int) -> np.ndarray:
@@ -33,17 +34,6 @@ def repeat_rows(array: np.ndarray, times: int) -> np.ndarray:
 def fold_rows(rows: np.ndarray, n: int) -> np.ndarray:
     """``(S * N, k) -> (N, k)``: the sum over each example's samples; undoes :func:`repeat_rows`."""
     return rows.reshape(-1, n, rows.shape[1]).sum(axis=0)
-
-
-def check_sizes(input_dim, hidden, latent_dim) -> None:
-    """Raise :class:`ConfigError` unless the sizes of an encoder ``input_dim -> hidden ->
-    latent_dim`` (and of its mirrored decoder) are positive, with one hidden layer or more."""
-    if int(input_dim) < 1 or int(latent_dim) < 1:
-        raise ConfigError(
-            f"input and latent sizes must be positive, got {input_dim} and {latent_dim}"
-        )
-    if len(hidden) == 0 or min(hidden) < 1:
-        raise ConfigError(f"hidden sizes must be one or more positive widths, got {list(hidden)}")
 
 
 class PosteriorMeanVerbs:
@@ -127,8 +117,7 @@ class VAE(PosteriorMeanVerbs, Model):
     ) -> None:
         if beta < 0 or warmup_steps < 0 or free_bits < 0 or recon_weight < 0:
             raise ConfigError("beta, warmup_steps, free_bits and recon_weight must be zero or more")
-        if n_samples < 1:
-            raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
+        check_range("samples", n_samples, "n_samples")
         config = dict(locals())
         config.pop("self")
         self._build(config)
