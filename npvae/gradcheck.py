@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from npvae import __version__
-    from npvae.app.config import OneLineParser, whole_number
+    from npvae.app.flags import OneLineParser, whole_number
     from npvae.errors import ConfigError
     from npvae.validate import counted
 

@@ -33,7 +33,7 @@ import numpy as np
 from npvae import __version__
 from npvae import tour_stops as stops
 from npvae.app import _warm, cli
-from npvae.app.config import OneLineParser, whole_number
+from npvae.app.flags import OneLineParser, whole_number
 from npvae.data import load_dataset, make_digits
 from npvae.errors import ConfigError
 from npvae.gradcheck import STEP, TOLERANCE, numerical_gradient

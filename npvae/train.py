@@ -29,7 +29,7 @@ from npvae.app import _warm, cli, runfolder
 from npvae.app._threads import CpuWatch, parse_threads, use_threads
 from npvae.app._tuner import ThreadTuner
 from npvae.app.build import schedule_for
-from npvae.app.config import parse_args
+from npvae.app.flags import parse_args
 from npvae.app.run import (
     Run,
     TrainingStopped,

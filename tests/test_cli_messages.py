@@ -17,7 +17,7 @@ import pytest
 from train_support import SMALL, SMALL_AE, isolate, one_line, only_run, run_main, use_tiny_mnist
 
 from npvae import __version__, gradcheck, tour
-from npvae.app.config import parse_args, read_toml
+from npvae.app.flags import parse_args, read_toml
 from npvae.app.plots import codes_caption
 from npvae.data import Dataset, load_dataset
 from npvae.errors import ConfigError
@@ -194,7 +194,7 @@ def test_version(module):
 
 def test_salt_and_pepper_is_the_documented_name_and_salt_pepper_stays(tmp_path, capsys):
     assert "salt-and-pepper" in README.read_text()
-    from npvae.app.config import make_parser
+    from npvae.app.flags import make_parser
 
     assert "salt-and-pepper" in make_parser().format_help()
     config, _, _ = parse_args(["--model", "denoising-ae", "--noise", "salt-and-pepper"])

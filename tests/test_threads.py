@@ -11,7 +11,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from npvae.app import _threads
-from npvae.app.config import parse_args, read_toml
+from npvae.app.flags import parse_args, read_toml
 from npvae.errors import ConfigError
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from npvae.app import runfolder
-from npvae.app.config import Config, ResumeRequest, record
+from npvae.app.config import Config, record
+from npvae.app.flags import ResumeRequest
 from npvae.errors import CheckpointError, ConfigError
 from npvae.validate import counted
 

@@ -26,7 +26,8 @@ from npvae import __version__
 from npvae.app import report, runfolder, runs
 from npvae.app.build import build_model, model_recipe, optimizer_for
 from npvae.app.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from npvae.app.config import Config, ResumeRequest, from_dict, record, validate
+from npvae.app.config import Config, from_dict, record, validate
+from npvae.app.flags import ResumeRequest
 from npvae.app.memory import check_training
 from npvae.app.resume import changes, check_epochs, check_flags, check_position, hint_best, locate
 from npvae.errors import CheckpointError, ConfigError

@@ -18,10 +18,12 @@ from npvae import __version__
 from npvae._files import check_output
 from npvae.app import _warm, cli, runfolder, runs
 from npvae.app._threads import CpuWatch, parse_threads, use_threads
-from npvae.app.config import Config, OneLineParser, validate, whole_number
+from npvae.app.config import Config, validate
+from npvae.app.flags import OneLineParser, whole_number
 from npvae.app.memory import check_evaluation
 from npvae.app.report import evaluate_saved, evaluation_key, format_table
 from npvae.errors import ConfigError
+from npvae.validate import model_setting
 
 #: Importance samples per image by default, as Burda et al. (2016) report.
 DEFAULT_K = 5000
@@ -99,7 +101,7 @@ def _test_images(saved: runs.SavedRun, args) -> tuple:
     else:
         config = Config(dataset=args.dataset or "mnist", data_dir=args.data_dir)
         data = runs.load_data(config)
-        bernoulli = saved.model.config.get("likelihood", saved.model.config.get("reconstruction"))
+        bernoulli = model_setting(saved.model.config, "likelihood")
         binarize = args.binarize or ("static" if bernoulli == "bernoulli" else "none")
         default_seed = 0
     seed = default_seed if args.seed is None else args.seed

@@ -23,7 +23,8 @@ from npvae import __version__
 from npvae._files import check_output
 from npvae.app import _warm, cli
 from npvae.app._threads import CpuWatch, parse_threads, use_threads
-from npvae.app.config import APPLIES, Config, OneLineParser, applies, whole_number
+from npvae.app.config import APPLIES, Config, applies
+from npvae.app.flags import OneLineParser, whole_number
 from npvae.errors import ConfigError
 
 HELP = {
