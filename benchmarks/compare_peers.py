@@ -203,6 +203,11 @@ def npvae_worker(options, spec: dict) -> dict:
     watch = CpuWatch()
     x_train, x_test = load_mnist(options.data_dir, options.limit)
     threads, _ = use_threads(options.threads or "auto", watch)  # as python -m npvae.train does
+    tuner = None
+    if not options.threads and threads > 1:  # auto, as the trainer: the faster of 2 and 1
+        from npvae.app._tuner import ThreadTuner
+
+        tuner = ThreadTuner(threads)
     model = npvae_model(spec, options.seed)
     adam = Adam(model.params, lr=1e-3, flat=(model.flat_params, model.flat_grads))  # as the trainer
     rng = np.random.default_rng(options.seed)
@@ -211,9 +216,13 @@ def npvae_worker(options, spec: dict) -> dict:
     seconds, bounds = [], []
     for epoch in range(options.epochs):
         started = time.perf_counter()
+        if tuner is not None:
+            tuner.restart()
         for x in batches:
             model.loss(x, rng)
             adam.step()
+            if tuner is not None:
+                tuner.tick()
         seconds.append(time.perf_counter() - started)
         if bound and (epoch > 0 or options.epochs == 1):  # beside each epoch that counts
             bounds.append(bound())
