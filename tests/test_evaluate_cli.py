@@ -20,22 +20,18 @@ from train_support import (
     train_run,
     use_tiny_mnist,
 )
+from train_support import (
+    run_evaluate as evaluate,
+)
 
 import npvae.models
 from npvae.app.runs import run_title
-from npvae.evaluate.__main__ import main as evaluate_main
 from npvae.models import VAE
 
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     return use_tiny_mnist(monkeypatch, tmp_path)
-
-
-def evaluate(argv, capsys) -> tuple[int, str, str]:
-    status = evaluate_main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def evaluations(run) -> dict:

@@ -24,10 +24,12 @@ from train_support import (
     use_tiny_mnist,
     write_tiny_mnist,
 )
+from train_support import (
+    run_evaluate as evaluate,
+)
 
 from npvae import estimators
 from npvae.data import sources
-from npvae.evaluate.__main__ import main as evaluate_main
 from npvae.figures.__main__ import main as figures_main
 from npvae.models import VAE
 
@@ -41,12 +43,6 @@ def train(tiny, out, capsys, *extra, data_dir=None) -> Path:
     """One epoch of a small model on the tiny MNIST (``--data-dir data_dir`` if given)."""
     extra = ("--data-dir", data_dir, *extra) if data_dir else extra
     return train_run(tiny, out, capsys, *extra, epochs=1)[1]
-
-
-def evaluate(argv, capsys) -> tuple[int, str, str]:
-    status = evaluate_main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def test_the_standard_error_is_the_sample_sd_over_root_n():

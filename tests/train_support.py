@@ -228,3 +228,12 @@ def train_run(tiny: Path, out, capsys, *extra, epochs: int = 2) -> tuple[str, Pa
     status, stdout, stderr = run_main([*argv, *extra], capsys)
     assert status == 0, stderr
     return stdout, only_run(Path(out))
+
+
+def run_evaluate(argv: list, capsys) -> tuple[int, str, str]:
+    """``npvae.evaluate``'s ``main(argv)`` in this process: ``(status, stdout, stderr)``."""
+    from npvae.evaluate.__main__ import main
+
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
