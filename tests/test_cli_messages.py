@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from train_support import SMALL, SMALL_AE, isolate, one_line, only_run, run_main, use_tiny_mnist
 
-from npvae import __version__, gradcheck, tour
+from npvae import __version__, tour
 from npvae.app.flags import parse_args, read_toml
 from npvae.app.plots import codes_caption
 from npvae.data import Dataset, load_dataset
 from npvae.errors import ConfigError
 from npvae.evaluate.__main__ import main as evaluate_main
+from npvae.gradcheck import __main__ as gradcheck
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TOUR_DOC = Path(__file__).resolve().parents[1] / "docs" / "tour.md"

@@ -3,14 +3,13 @@
 import numpy as np
 
 from npvae.gradcheck import (
-    BREAK_VARIABLE,
     TOLERANCE,
     check_gradients,
     check_layer,
-    main,
     numerical_gradient,
     rel_error,
 )
+from npvae.gradcheck.__main__ import BREAK_VARIABLE, main
 from npvae.layers import Sigmoid, Tanh
 
 
