@@ -224,6 +224,7 @@ def finish(run: Run) -> dict:
             test_rng(config, run.epoch),
             k=config.ll_samples or 0,
             ll_images=config.ll_examples or None,
+            max_rows=report.TRAINING_CHUNK_ROWS,
         )  # fmt: skip
     )
     runfolder.write_results(run.folder, results)
