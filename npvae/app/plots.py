@@ -115,6 +115,12 @@ def plot_samples(path, samples: np.ndarray, n_cols: int = 10, title: str | None 
     return _image_figure(tile(samples, n_cols), heading(caption, title), path)
 
 
+def plot_filters(path, tiles: np.ndarray, n_cols: int = 10, title: str | None = None) -> Path:
+    """First-layer weights ``(units, D)``, one image a unit, each already scaled to [0, 1]."""
+    caption = "first-layer weights, one unit a tile, each scaled to its own range"
+    return _image_figure(tile(tiles, n_cols), heading(caption, title), path)
+
+
 def plot_interpolations(path, rows: np.ndarray, title: str | None = None) -> Path:
     """``rows (r, steps, D)``: each a latent-space line between two test images."""
     r, steps, dim = rows.shape

@@ -36,6 +36,7 @@ HELP = {
     "kl": "KL per latent dimension as bars, active units coloured (VAE, IWAE)",
     "curves": "loss per epoch from the run's metrics.csv",
     "encode": "one test image encoded many times: the stochastic encoding (VAE, IWAE)",
+    "filters": "the first layer's weights, one unit an image tile: what each unit looks for",
 }
 
 #: The flags each subcommand uses, besides RUN and --out.  The curves come from
@@ -50,6 +51,7 @@ FLAGS = {
     "interpolate": (*_RUN_FLAGS, "--seed"),
     "kl": _RUN_FLAGS,
     "curves": (),
+    "filters": ("--checkpoint",),
     "encode": (*_RUN_FLAGS, "--seed", "--index", "--draws"),
     "compare": ("--epochs", "--dataset", "--data-dir", "--seed", "--threads"),
 }
@@ -205,7 +207,7 @@ def _draw(argv: list[str] | None, written: list[Path], state: dict) -> int:
         return 0
     from npvae.figures import saved
 
-    uses_model = args.command != "curves"
+    uses_model = args.command not in ("curves", "filters")  # these read no data, run no product
     if uses_model:
         parse_threads(args.threads)
         _warm.warm()

@@ -35,6 +35,7 @@ FILE_NAMES = {
     "kl": "kl",
     "curves": "curves",
     "encode": "stochastic",
+    "filters": "filters",
 }
 
 
@@ -219,6 +220,17 @@ def draw_encode(opened: Opened, path: Path, rng: np.random.Generator, options) -
     return written
 
 
+def draw_filters(opened: Opened, path: Path, rng: np.random.Generator, options) -> Path:
+    """The first layer's weights, one tile per unit (the first 100), each scaled to [0, 1]."""
+    _needs(opened, "image", "filters")
+    params = opened.saved.model.params
+    first = next(name for name in params if name.endswith(".W"))  # the encoder's first layer
+    weights = params[first].astype(np.float64).T[:100]  # (units, D)
+    low, high = weights.min(axis=1, keepdims=True), weights.max(axis=1, keepdims=True)
+    tiles = (weights - low) / np.maximum(high - low, np.finfo(np.float64).tiny)
+    return plots.plot_filters(path, tiles, title=opened.title)
+
+
 DRAWERS = {
     "recon": draw_recon,
     "samples": draw_samples,
@@ -228,4 +240,5 @@ DRAWERS = {
     "kl": draw_kl,
     "curves": draw_curves,
     "encode": draw_encode,
+    "filters": draw_filters,
 }
