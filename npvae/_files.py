@@ -20,7 +20,8 @@ from pathlib import Path
 from npvae.errors import ConfigError
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back at once)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -52,7 +53,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, 0o666 & ~current_umask())
         _fsync(temporary)
         os.replace(temporary, path)
     finally:

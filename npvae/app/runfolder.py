@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from npvae._files import _umask, atomic_path, write_text
+from npvae._files import current_umask, atomic_path, write_text
 from npvae.errors import ConfigError
 
 try:
@@ -99,7 +99,7 @@ def create(out: str | os.PathLike, model: str, fill) -> tuple[Path, RunLock]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{stamp}.", suffix=".part", dir=out))
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0o700 is for secrets; a run is not
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0o700 is for secrets; a run is not
         lock = RunLock.acquire(staging)  # the lock is on the file, so it follows the rename
         (staging / CHECKPOINTS).mkdir()
         fill(staging)
