@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from npvae._files import current_umask, atomic_path, write_text
+from npvae._files import atomic_path, current_umask, write_text
 from npvae.errors import ConfigError
 
 try:
