@@ -20,6 +20,7 @@ for ``np.savez``; a saved one is checked where it is read
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import numpy as np
@@ -31,7 +32,7 @@ from npvae.errors import CheckpointError, ConfigError
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm", "make_optimizer", "OPTIMIZERS"]
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Base class: holds ``params`` and the state; steps, saves and restores.
 
     ``params``: the model's live floating arrays, updated in place.  ``lr`` >= 0,
@@ -87,9 +88,9 @@ class Optimizer:
         for name, param in self.params.items():
             self._update(param, grads[name], **{k: b[name] for k, b in self.state.items()})
 
+    @abstractmethod
     def _update(self, param: np.ndarray, grad: np.ndarray, **buffers: np.ndarray) -> None:
         """The rule, in place on ``param`` and ``buffers`` (one array each, or one flat each)."""
-        raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of the state: ``"lr"`` (0-d float64), ``"step"`` (0-d int64), and
