@@ -17,11 +17,12 @@ The last checks are that the tour's gradients are, bit for bit, the ones
     python -m npvae.tour --pause               # wait for Enter at every stop
     python -m npvae.tour --dataset mnist --data-dir ../shared/data/mnist
 
-Each stop is a function of ``npvae/tour_stops.py``, and :func:`walk` calls them in
-order; this module holds the command line and the :class:`Guide` that prints the
-stops and scores their checks.  Each stop names the section of ``docs/`` that derives
-it; ``docs/tour.md`` reads along.  Exit status 0 when every check passes, 1 when one
-fails (it prints FAIL), 2 for a bad flag (one line on stderr), 130 when interrupted.
+Each stop is a function of ``npvae/tour_stops.py`` (forward) or of
+``npvae/tour_backward.py``, and :func:`walk` calls them in order; this module holds
+the command line and the :class:`Guide` that prints the stops and scores their checks.
+Each stop names the section of ``docs/`` that derives it; ``docs/tour.md`` reads along.
+Exit status 0 when every check passes, 1 when one fails (it prints FAIL), 2 for a bad
+flag (one line on stderr), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import argparse
 import numpy as np
 
 from npvae import __version__
+from npvae import tour_backward as backward
 from npvae import tour_stops as stops
 from npvae.app import _warm, cli
 from npvae.app.flags import OneLineParser, whole_number
@@ -172,13 +174,13 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
     kl_dim = stops.the_kl(tour, mu, log_var)
     loss, kl_term = stops.the_loss(tour, log_px, kl_dim)
     # Backward, along the same path in reverse.
-    dout = stops.the_output_gradient(tour, logits, dlogits, kl_term)
-    dz = stops.back_through_the_decoder(tour, dout, z, kl_term)
-    dmu, dlog_var = stops.back_through_the_sampler(tour, dz, mu, log_var)
-    stops.back_through_the_encoder(tour, dmu, dlog_var, h)
+    dout = backward.the_output_gradient(tour, logits, dlogits, kl_term)
+    dz = backward.back_through_the_decoder(tour, dout, z, kl_term)
+    dmu, dlog_var = backward.back_through_the_sampler(tour, dz, mu, log_var)
+    backward.back_through_the_encoder(tour, dmu, dlog_var, h)
     # Every parameter, and the update.
-    stops.every_parameter(tour)
-    stops.adams_first_step(tour, loss)
+    backward.every_parameter(tour)
+    backward.adams_first_step(tour, loss)
 
 
 # ----- the command line ---------------------------------------------------------------
