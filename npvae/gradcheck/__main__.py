@@ -135,6 +135,22 @@ def _model_rows():
         yield kind, name, run
 
 
+def _probe_rows():
+    from npvae.probe import LinearProbe
+
+    def run(rng):
+        probe = LinearProbe(n_features=5, n_classes=4, l2=0.1)
+        for value in probe.params.values():
+            value[...] = rng.normal(size=value.shape)
+        probe.mean, probe.std = rng.normal(size=5), rng.uniform(0.5, 2.0, size=5)
+        x, labels = rng.normal(size=(6, 5)), rng.integers(4, size=6)
+        probe.loss(x, labels)
+        analytic = {name: grad.copy() for name, grad in probe.grads.items()}
+        return lambda: probe.loss(x, labels, grad=False), probe.params, analytic
+
+    yield "loss", "LinearProbe (softmax cross-entropy, L2)", run
+
+
 def _floor_between(cls, config, x, seed, options) -> float:
     """A free-bits floor in the widest gap between the dimensions' KLs for this draw.
 
@@ -179,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     broken_row = os.environ.get(BREAK_VARIABLE, "")
-    rows = [*_layer_rows(), *_kernel_rows(), *_model_rows()]
+    rows = [*_layer_rows(), *_kernel_rows(), *_model_rows(), *_probe_rows()]
     rows = [row for row in rows if args.only.lower() in row[1].lower()]
     if not rows:
         print(
