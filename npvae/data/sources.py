@@ -32,6 +32,10 @@ wrong with a file (damage, another version) shows when
 
 Step 4 is :func:`npvae.data.download.download_dataset`: all or nothing,
 from each mirror in turn (or ``$NPVAE_MIRROR``), every file checked.
+
+The cache folder is found by hand rather than with platformdirs: the rule is
+the three lines of :func:`cache_dir`, the XDG spec's own (a relative
+``XDG_CACHE_HOME`` is ignored), and a dependency would not make them shorter.
 """
 
 from __future__ import annotations
