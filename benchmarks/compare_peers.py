@@ -194,6 +194,14 @@ def npvae_model(spec: dict, seed: int):
     return IWAE(**common, k=spec["k"]) if spec["k"] else VAE(**common)
 
 
+def describe_threads(result: dict) -> str:
+    """``"2 threads"``, or under ``auto`` the share of steps the tuner left on them."""
+    text = f"{result['threads']} threads"
+    if "share" in result:
+        text += f" for {result['share']:.0%} of the steps, else 1"
+    return text
+
+
 def npvae_worker(options, spec: dict) -> dict:
     from npvae.app._threads import CpuWatch, use_threads
     from npvae.data import Batches
@@ -227,6 +235,8 @@ def npvae_worker(options, spec: dict) -> dict:
         if bound and (epoch > 0 or options.epochs == 1):  # beside each epoch that counts
             bounds.append(bound())
     result = {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "threads": threads}
+    if tuner is not None:  # how many of the steps kept all threads, for a run under load
+        result["share"] = tuner.share()
     if options.test:
         test = (x_test / np.float32(255)).astype(np.float32)
         test_rng = np.random.default_rng(options.seed)
@@ -520,7 +530,7 @@ def compare(options) -> int:
                 over_bound.append(results["npvae"]["over_bound"])
             line = (
                 f"  {config} run {run + 1}: npvae {figures['npvae'][-1]:.2f} s "
-                f"({results['npvae']['threads']} threads)"
+                f"({describe_threads(results['npvae'])})"
             )
             for peer in options.peers:
                 ratios[peer].append(figures["npvae"][-1] / figures[peer][-1])
