@@ -87,6 +87,11 @@ class LinearProbe:
         """``x (N, D) -> (N,)`` int64: the most probable class of each row."""
         return np.argmax(self.standardise(x) @ self.params["W"] + self.params["b"], axis=1)
 
+    def cross_entropy(self, x: np.ndarray, labels: np.ndarray) -> float:
+        """Mean ``-log p(label | x)`` over the rows of ``x (N, D)``, in nats: no penalty."""
+        log_probs = log_softmax(self.standardise(x) @ self.params["W"] + self.params["b"])
+        return float(-log_probs[np.arange(len(x)), labels].mean())
+
     def accuracy(self, x: np.ndarray, labels: np.ndarray) -> float:
         """The fraction of rows of ``x (N, D)`` whose predicted class is ``labels (N,)``."""
         return float(np.mean(self.predict(x) == labels))
@@ -96,16 +101,18 @@ class LinearProbe:
         x: np.ndarray,
         labels: np.ndarray,
         *,
-        epochs: int = 20,
+        steps: int = 2_000,
         batch_size: int = 128,
         lr: float = 1e-3,
         seed: int = 0,
     ) -> LinearProbe:
         """Fit to ``x (N, D)`` and integer ``labels (N,)`` by minibatch Adam; returns self.
 
-        Standardises with ``x``'s own mean and std, then takes ``epochs`` passes
-        in an order drawn from ``seed``.  ``x`` may be uint8 pixels: each batch is
-        cast as it is standardised, so no float copy of ``x`` is made.
+        Standardises with ``x``'s own mean and std, then takes ``steps`` steps
+        on batches of ``batch_size`` rows, each pass over ``x`` in an order drawn
+        from ``seed``.  A step count, not a pass count, so that 256 images are
+        fitted as fully as 60,000.  ``x`` may be uint8 pixels: each batch is cast
+        as it is standardised, so no float copy of ``x`` is made.
         """
         n_features, n_classes = self.params["W"].shape
         labels = np.asarray(labels)
@@ -120,9 +127,11 @@ class LinearProbe:
         self.std[self.std == 0] = 1.0
         adam = Adam(self.params, lr=lr)
         rng = np.random.default_rng(seed)
-        for _ in range(epochs):
+        while adam.step_count < steps:
             order = rng.permutation(len(x))
             for start in range(0, len(x), batch_size):
+                if adam.step_count == steps:
+                    break
                 rows = order[start : start + batch_size]
                 self.loss(x[rows], labels[rows])
                 adam.step(self.grads)

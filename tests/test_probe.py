@@ -86,7 +86,7 @@ def test_it_separates_linearly_separable_data():
     keep = scores[:, -1] - scores[:, -2] > 0.3  # a margin, so the classes are separable
     x, labels = x[keep][:1000], np.argmax((x[keep][:1000] / [1.0, 100.0]) @ W + b, axis=1)
     assert np.bincount(labels, minlength=3).min() > 50  # three real classes
-    probe = LinearProbe(2, 3, l2=0.0).fit(x, labels, epochs=300, lr=0.05, seed=0)
+    probe = LinearProbe(2, 3, l2=0.0).fit(x, labels, steps=2400, lr=0.05, seed=0)
     assert probe.accuracy(x, labels) == 1.0
 
 
@@ -95,14 +95,14 @@ def test_raw_pixels_of_the_embedded_digits_are_read_well():
     and the same probe fitted to shuffled labels gets 7.8%."""
     x_train, y_train, x_test, y_test = make_digits(5000, 2000, seed=11)
     pixels_train, pixels_test = x_train.reshape(5000, 784), x_test.reshape(2000, 784)
-    probe = LinearProbe(784, 10).fit(pixels_train, y_train, epochs=10, seed=0)
+    probe = LinearProbe(784, 10).fit(pixels_train, y_train, steps=400, seed=0)
     assert probe.accuracy(pixels_test, y_test) > 0.90
 
 
 def test_a_fit_is_deterministic_given_its_seed():
     rng = np.random.default_rng(5)
     x, labels = rng.normal(size=(300, 4)), rng.integers(3, size=300)
-    fits = [LinearProbe(4, 3).fit(x, labels, epochs=3, seed=seed) for seed in (7, 7, 8)]
+    fits = [LinearProbe(4, 3).fit(x, labels, steps=7, seed=seed) for seed in (7, 7, 8)]
     for name in fits[0].params:
         np.testing.assert_array_equal(fits[0].params[name], fits[1].params[name])
     assert not np.array_equal(fits[0].params["W"], fits[2].params["W"])
@@ -115,7 +115,7 @@ def test_standardisation_uses_the_training_sets_moments():
     mean, std = column_moments(x, rows=999)
     np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std, x.std(axis=0), rtol=1e-12, atol=1e-12)
-    probe = LinearProbe(3, 2).fit(x, (x[:, 0] > 128).astype(int), epochs=1, seed=0)
+    probe = LinearProbe(3, 2).fit(x, (x[:, 0] > 128).astype(int), steps=5, seed=0)
     np.testing.assert_array_equal(probe.std[2], 1.0)
     assert np.all(np.isfinite(probe.standardise(x)))
 
@@ -129,3 +129,15 @@ def test_bad_inputs_are_one_clear_error():
         probe.fit(np.zeros((4, 5)), np.zeros(4, dtype=int))
     with pytest.raises(ConfigError, match="2 or more classes"):
         LinearProbe(3, 1)
+
+
+def test_cross_entropy_is_the_loss_without_its_penalty_and_fit_takes_its_steps(monkeypatch):
+    rng = np.random.default_rng(7)
+    probe = random_probe(rng, l2=0.3)
+    x, labels = rng.normal(size=(9, 5)), rng.integers(4, size=9)
+    penalty = 0.15 * np.sum(probe.params["W"] ** 2)
+    assert probe.cross_entropy(x, labels) == pytest.approx(probe.loss(x, labels) - penalty)
+    calls = []
+    monkeypatch.setattr(LinearProbe, "loss", lambda self, *args: calls.append(len(args[0])))
+    LinearProbe(5, 4).fit(rng.normal(size=(300, 5)), rng.integers(4, size=300), steps=7)
+    assert calls == [128, 128, 44, 128, 128, 44, 128]  # three passes, the third cut short
