@@ -4,9 +4,11 @@ RUN is a run folder (its ``checkpoints/best.npz``, or ``--checkpoint last``), a
 checkpoint file, or a model file written by ``Model.save``.  A run is
 evaluated on the test split of the dataset it trained on, found as training
 finds it; a bare model file names its data with ``--dataset`` and
-``--binarize``.  The table goes to stdout, and the record into ``eval.json``
-(in the run folder, or ``<model>.eval.json`` beside a model file) under a key
-of its own.  A mistake is one line on stderr and exit status 2.
+``--binarize``.  ``--probe`` fits a linear probe to the codes of the training
+set instead (:mod:`npvae.evaluate.probing`).  The table goes to stdout, and
+the record into ``eval.json`` (in the run folder, or ``<model>.eval.json``
+beside a model file) under a key of its own.  A mistake is one line on stderr
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from npvae.app.flags import OneLineParser, whole_number
 from npvae.app.memory import check_evaluation
 from npvae.app.report import evaluate_saved, evaluation_key, format_table
 from npvae.errors import ConfigError
+from npvae.evaluate.probing import format_probe, probe_key, probe_saved
 from npvae.validate import model_setting
 
 #: Importance samples per image by default, as Burda et al. (2016) report.
@@ -73,6 +76,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="a model file's test images: binarised once, or grey levels "
         "(default: static for a Bernoulli decoder; a run folder knows its own)",
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="instead: fit a linear probe (softmax regression) to the codes of the training "
+        "set, and to its pixels, and report test accuracy",
+    )
     parser.add_argument("--out", help="the JSON file to add this evaluation to")
     parser.add_argument(
         "--threads",
@@ -84,8 +93,8 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _test_images(saved: runs.SavedRun, args) -> tuple:
-    """``(x (N, D) floats, labels (N,), dataset name, binarize mode, seed)``."""
+def _dataset(saved: runs.SavedRun, args) -> tuple:
+    """``(dataset, binarize mode, seed, test images to use)``, as the run or the flags say."""
     if saved.config is not None:
         if args.dataset is not None or args.binarize is not None:
             raise ConfigError(
@@ -111,6 +120,12 @@ def _test_images(saved: runs.SavedRun, args) -> tuple:
             f"{args.run} takes {saved.model.config['input_dim']} pixels, "
             f"{data.name} has {data.x_test.shape[1]}"
         )
+    return data, binarize, seed, n
+
+
+def _test_images(saved: runs.SavedRun, args) -> tuple:
+    """``(x (N, D) floats, labels (N,), dataset name, binarize mode, seed)``."""
+    data, binarize, seed, n = _dataset(saved, args)
     x = runs.prepare_images(data.x_test[:n], binarize, seed, saved.model.dtype)
     return x, data.y_test[:n], data.name, binarize, seed
 
@@ -151,14 +166,12 @@ def _evaluate(argv: list[str] | None) -> int:
     watch = CpuWatch()  # what other work uses while we load, for --threads auto
     parse_threads(args.threads)
     saved = runs.open_saved(args.run, args.checkpoint)
+    if args.probe:
+        return _probe(saved, args, watch)
     k = _samples(saved, args.k)
     x, _, dataset, binarize, seed = _test_images(saved, args)
     check_evaluation(saved.model, len(x), k or 0)
-    if args.out:
-        path = check_output(args.out, png=False, example="eval.json")
-    else:
-        path = runfolder.evaluations_path(saved.folder, saved.source)
-    runfolder.read_evaluations(path, given=bool(args.out))  # refused now, not after hours
+    path = _evaluations_file(saved, args)
     threads, why = use_threads(args.threads, watch)
     bar = _progress(len(x))
     try:
@@ -178,6 +191,38 @@ def _evaluate(argv: list[str] | None) -> int:
     key = evaluation_key(saved.checkpoint, saved.epoch, k, len(x), seed)
     runfolder.add_evaluation(path, key, record, given=bool(args.out))
     print(format_table(record))
+    print(f"threads: {threads} ({why})")
+    print(f"written to {path} as {key!r}")
+    return 0
+
+
+def _evaluations_file(saved: runs.SavedRun, args):
+    """The JSON file this evaluation goes into, refused now if it is not npvae's."""
+    if args.out:
+        path = check_output(args.out, png=False, example="eval.json")
+    else:
+        path = runfolder.evaluations_path(saved.folder, saved.source)
+    runfolder.read_evaluations(path, given=bool(args.out))  # refused now, not after hours
+    return path
+
+
+def _probe(saved: runs.SavedRun, args, watch: CpuWatch) -> int:
+    """``--probe``: a linear probe on the codes, into the same JSON file as any evaluation."""
+    if args.k is not None:
+        raise ConfigError(
+            "--probe fits a classifier to the codes and draws no importance samples; "
+            "leave out --k, or evaluate without --probe"
+        )
+    data, binarize, seed, n = _dataset(saved, args)
+    path = _evaluations_file(saved, args)
+    threads, why = use_threads(args.threads, watch)
+    record = probe_saved(saved, data, binarize, seed, n)
+    record.update(dataset=data.name, binarize=binarize, threads=threads)
+    if binarize != "none":
+        record["binarize_seed"] = seed
+    key = probe_key(saved.checkpoint, saved.epoch, n, seed)
+    runfolder.add_evaluation(path, key, record, given=bool(args.out))
+    print(format_probe(record))
     print(f"threads: {threads} ({why})")
     print(f"written to {path} as {key!r}")
     return 0
