@@ -30,7 +30,8 @@ STANDARD_ERRORS = 5.0
 
 class Tour:
     """What every stop reads: the model being stepped, ``x (N, D)``, the noise
-    ``eps (1, N, d)``, the guide, and ``rng``, which draws what the checks need.
+    ``eps (k, N, d)`` (k = 1 for the VAE), the guide, and ``rng``, which draws what
+    the checks need.  ``eps_rows (k N, d)`` is the noise one row per draw of z.
 
     The finite differences run through ``probe``, a second model with the same
     weights, so the toured model's layers keep the inputs they cached for its
@@ -40,8 +41,8 @@ class Tour:
 
     def __init__(self, model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
         self.model, self.x, self.eps, self.guide, self.rng = model, x, eps, guide, rng
-        self.eps_rows = eps.reshape(len(x), model.latent_dim)  # (N, d)
-        self.probe = probe = VAE(**model.config)
+        self.eps_rows = eps.reshape(-1, model.latent_dim)  # (k N, d), row i N + n: draw i of x_n
+        self.probe = probe = type(model)(**model.config)
         probe.flat_params[...] = model.flat_params
         layers = (*probe.encoder.layers, *probe.decoder.layers)
         self.relus = [layer for layer in layers if isinstance(layer, ReLU)]
