@@ -10,16 +10,21 @@ ranges.  Then it checks the stage in a way that could fail:
   is ``exp(log_var)``; the closed-form KL equals a Monte Carlo estimate);
 * a backward one against centred finite differences of the loss.
 
-The last checks are that the tour's gradients are, bit for bit, the ones
-``VAE.loss`` writes, and that one Adam step lowers the loss on the batch.
+The VAE's last checks are that the tour's gradients are, bit for bit, the ones
+``VAE.loss`` writes, and that one Adam step lowers the loss on the batch.  Then
+the same network, from the same starting weights, is toured as an IWAE: its k
+draws of z, their importance weights, the bound and its gradient, each draw's
+gradient weighted by its normalised weight (``IWAE.loss``, no step).
 
     python -m npvae.tour                       # 8 embedded digits, the 784-400-20 ReLU VAE
     python -m npvae.tour --pause               # wait for Enter at every stop
+    python -m npvae.tour --k 50                # 50 draws an image in the IWAE's stops
     python -m npvae.tour --dataset mnist --data-dir ../shared/data/mnist
 
-Each stop is a function of ``npvae/tour_stops.py`` (forward) or of
-``npvae/tour_backward.py``, and :func:`walk` calls them in order; this module holds
-the command line and the :class:`Guide` that prints the stops and scores their checks.
+Each stop is a function of ``npvae/tour_stops.py`` (the VAE's forward),
+``npvae/tour_backward.py``, ``npvae/tour_iwae.py`` or ``npvae/tour_iwae_backward.py``;
+:func:`walk` and :func:`walk_iwae` call them in order.  This module holds the
+command line and the :class:`Guide` that prints the stops and scores their checks.
 Each stop names the section of ``docs/`` that derives it; ``docs/tour.md`` reads along.
 Exit status 0 when every check passes, 1 when one fails (it prints FAIL), 2 for a bad
 flag (one line on stderr), 130 when interrupted.
@@ -33,13 +38,15 @@ import numpy as np
 
 from npvae import __version__
 from npvae import tour_backward as backward
+from npvae import tour_iwae as iwae
+from npvae import tour_iwae_backward as iwae_backward
 from npvae import tour_stops as stops
 from npvae.app import _warm, cli
 from npvae.app.flags import OneLineParser, whole_number
 from npvae.data import load_dataset, make_digits
 from npvae.errors import ConfigError
 from npvae.gradcheck import STEP, TOLERANCE, numerical_gradient
-from npvae.models import VAE
+from npvae.models import IWAE, VAE
 from npvae.validate import counted
 
 #: The classic VAE of PyTorch's example and of ``python -m npvae.train``'s default.
@@ -52,6 +59,8 @@ DATASET_NAMES = {
 }
 #: The largest batch the tour takes: it prints about arrays, it does not train.
 MOST_IMAGES = 256
+#: The most draws an image the IWAE's stops take: the IWAE paper's largest k.
+MOST_DRAWS = 50
 #: Entries of each array whose gradient is checked by finite differences.
 ENTRIES = 6
 
@@ -183,15 +192,31 @@ def walk(model: VAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
     backward.adams_first_step(tour, loss)
 
 
+def walk_iwae(model: IWAE, x: np.ndarray, eps: np.ndarray, guide: Guide, rng) -> None:
+    """The k-sample bound of ``model`` on ``x (N, D)`` with the noise ``eps (k, N, d)``,
+    and its gradient, which it writes into ``model.grads`` as ``IWAE.loss`` does (no step)."""
+    tour = iwae.IwaeTour(model, x, eps, guide, rng)
+    # Forward, in the order IWAE.loss takes it.
+    mu, log_var, z = iwae.the_k_draws(tour)
+    logits, dlogits, log_qz, log_w = iwae.the_log_weights(tour, mu, log_var, z)
+    bound = iwae.the_bound(tour, log_w)
+    w_tilde = iwae.the_normalised_weights(tour, log_w, bound)
+    # Backward: each draw's path as in the VAE, weighted by its normalised weight.
+    per_row, dout = iwae_backward.the_output_gradient(tour, log_w, logits, dlogits, z, log_qz)
+    dz = iwae_backward.back_through_the_decoder(tour, dout, z, per_row, log_qz)
+    dmu, dlog_var = iwae_backward.back_through_the_sampler(tour, dz, per_row, mu, log_var)
+    iwae_backward.the_weighted_sum(tour, dmu, dlog_var, w_tilde)
+
+
 # ----- the command line ---------------------------------------------------------------
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m npvae.tour",
-        description="One training step of the VAE, stop by stop: each stage's formula, "
-        "code and arrays, each checked (forward by a second computation, backward by "
-        "finite differences).",
+        description="One training step of the VAE, then the IWAE's bound and gradient, "
+        "stop by stop: each stage's formula, code and arrays, each checked (forward by a "
+        "second computation, backward by finite differences).",
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"npvae {__version__}")
@@ -206,6 +231,12 @@ def make_parser() -> argparse.ArgumentParser:
         type=whole_number("--seed"),
         default=0,
         help="seed of weights and noise (default: 0)",
+    )
+    parser.add_argument(
+        "--k",
+        type=whole_number("--k", 1, MOST_DRAWS),
+        default=5,
+        help=f"draws of z an image in the IWAE's stops, up to {MOST_DRAWS} (default: 5)",
     )
     parser.add_argument(
         "--dataset",
@@ -269,6 +300,13 @@ def _tour(argv: list[str] | None) -> int:
         f"{DATASET_NAMES[args.dataset]}, float64, seed {args.seed}."
     )
     walk(model, x, eps, guide, rng)
+    iwae_model = IWAE(**ARCHITECTURE, k=args.k, dtype="float64", seed=args.seed)
+    guide.write("")
+    guide.write(
+        f"Then the same network, with the weights the VAE started from, as an IWAE with "
+        f"k = {args.k}: the k-sample bound and its gradient, without a step."
+    )
+    walk_iwae(iwae_model, x, rng.standard_normal((args.k, len(x), model.latent_dim)), guide, rng)
     guide.write("")
     if guide.failures:
         guide.write(
