@@ -16,7 +16,7 @@ for the IWAE with k = 5 and 84.78 with k = 50 (one stochastic layer,
    curve of test NLL against training minutes;
 2. evaluates the last checkpoint (``python -m npvae.evaluate RUN --checkpoint
    last --k 5000``);
-3. appends a row to the results table in ``benchmarks/README.md`` (unless
+3. appends a row to the results table in ``benchmarks/iwae_paper.md`` (unless
    ``--no-record``): model, k, epochs and steps, training minutes (the sum
    of ``metrics.csv``'s per-epoch seconds, which leaves out an unfinished
    epoch; then this invocation's wall-clock minutes), test NLL ± standard error, the test
@@ -45,7 +45,7 @@ from npvae.app import runfolder
 from npvae.app.checkpoint import load_checkpoint
 from npvae.validate import K_SAMPLE
 
-README = Path(__file__).resolve().parent / "README.md"
+RESULTS = Path(__file__).resolve().parent / "iwae_paper.md"
 TABLE_HEADING = "## Reproducing the IWAE paper (reproduce_iwae.py)"
 PAPER = {
     ("vae", 1): 86.76,
@@ -185,7 +185,7 @@ row, the ones that fell short too.
 
 def record_row(line: str) -> None:
     """Add ``line`` under the last row of the results table (made, at the end, if absent)."""
-    lines = README.read_text().rstrip("\n").split("\n")
+    lines = RESULTS.read_text().rstrip("\n").split("\n")
     if TABLE_HEADING not in lines:
         lines += ["", TABLE_HEADING, "", *TABLE_INTRO.rstrip("\n").split("\n")]
     at = lines.index(TABLE_HEADING) + 1
@@ -194,7 +194,7 @@ def record_row(line: str) -> None:
     while at < len(lines) and lines[at].startswith("|"):
         at += 1  # the table, down to its last row
     lines.insert(at, line)
-    README.write_text("\n".join(lines) + "\n")
+    RESULTS.write_text("\n".join(lines) + "\n")
 
 
 def curve(run: Path, args) -> str:
@@ -314,7 +314,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=0, help="test images (0: all)")
     parser.add_argument("--out", default="runs/reproduce")
-    parser.add_argument("--no-record", action="store_true", help="do not touch README.md")
+    parser.add_argument("--no-record", action="store_true", help="do not touch benchmarks/iwae_paper.md")
     config = argv[0] if argv and not argv[0].startswith("-") else None
     args, trainer_flags = parser.parse_known_args(argv[1:] if config else argv)
     args.config = config

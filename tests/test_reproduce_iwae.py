@@ -27,18 +27,18 @@ def script(monkeypatch, tmp_path):
     spec = importlib.util.spec_from_file_location("reproduce_iwae", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "README", tmp_path / "README.md")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "iwae_paper.md")
     return module
 
 
 def test_rows_go_under_the_last_row_of_the_table_and_the_rest_is_kept(script):
-    script.README.write_text("# Benchmarks\n\nintro\n")
+    script.RESULTS.write_text("# Benchmarks\n\nintro\n")
     script.record_row("| first |")
-    text = script.README.read_text()
+    text = script.RESULTS.read_text()
     assert text.startswith("# Benchmarks\n\nintro\n\n" + script.TABLE_HEADING)
-    script.README.write_text(text + "\n## Later section\n\n| other table |\n")
+    script.RESULTS.write_text(text + "\n## Later section\n\n| other table |\n")
     script.record_row("| second |")
-    lines = script.README.read_text().split("\n")
+    lines = script.RESULTS.read_text().split("\n")
     assert lines.index("| second |") == lines.index("| first |") + 1
     assert lines.index("| other table |") > lines.index("| second |")
 
