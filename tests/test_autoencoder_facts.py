@@ -29,6 +29,15 @@ from npvae.models import (
 from npvae.optim import Adam
 
 
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Small products: one thread is as fast, and on a loaded machine two wait for each other."""
+    import npvae
+
+    with npvae.threads(1):
+        yield
+
+
 def fit(model, x: np.ndarray, epochs: int, lr: float = 3e-3, batch: int = 100):
     """Train ``model`` on ``x (N, D)`` with Adam, shuffled minibatches; returns it."""
     rng = np.random.default_rng(0)
