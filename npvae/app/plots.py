@@ -115,6 +115,18 @@ def plot_samples(path, samples: np.ndarray, n_cols: int = 10, title: str | None 
     return _image_figure(tile(samples, n_cols), heading(caption, title), path)
 
 
+def filter_tiles(model, units: int = 100) -> np.ndarray:
+    """The encoder's first-layer weights as ``(units, D)`` images, each scaled to [0, 1].
+
+    Each unit gets its own range, so a unit with small weights shows its pattern as
+    clearly as one with large weights.
+    """
+    first = next(name for name in model.params if name.endswith(".W"))  # the encoder's first
+    weights = model.params[first].astype(np.float64).T[:units]  # (units, D)
+    low, high = weights.min(axis=1, keepdims=True), weights.max(axis=1, keepdims=True)
+    return (weights - low) / np.maximum(high - low, np.finfo(np.float64).tiny)
+
+
 def plot_filters(path, tiles: np.ndarray, n_cols: int = 10, title: str | None = None) -> Path:
     """First-layer weights ``(units, D)``, one image a unit, each already scaled to [0, 1]."""
     caption = "first-layer weights, one unit a tile, each scaled to its own range"

@@ -223,12 +223,7 @@ def draw_encode(opened: Opened, path: Path, rng: np.random.Generator, options) -
 def draw_filters(opened: Opened, path: Path, rng: np.random.Generator, options) -> Path:
     """The first layer's weights, one tile per unit (the first 100), each scaled to [0, 1]."""
     _needs(opened, "image", "filters")
-    params = opened.saved.model.params
-    first = next(name for name in params if name.endswith(".W"))  # the encoder's first layer
-    weights = params[first].astype(np.float64).T[:100]  # (units, D)
-    low, high = weights.min(axis=1, keepdims=True), weights.max(axis=1, keepdims=True)
-    tiles = (weights - low) / np.maximum(high - low, np.finfo(np.float64).tiny)
-    return plots.plot_filters(path, tiles, title=opened.title)
+    return plots.plot_filters(path, plots.filter_tiles(opened.saved.model), title=opened.title)
 
 
 DRAWERS = {
