@@ -314,7 +314,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=0, help="test images (0: all)")
     parser.add_argument("--out", default="runs/reproduce")
-    parser.add_argument("--no-record", action="store_true", help="do not touch benchmarks/iwae_paper.md")
+    parser.add_argument(
+        "--no-record", action="store_true", help="do not touch benchmarks/iwae_paper.md"
+    )
     config = argv[0] if argv and not argv[0].startswith("-") else None
     args, trainer_flags = parser.parse_known_args(argv[1:] if config else argv)
     args.config = config
