@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 from train_support import (
+    evaluations,
     one_line,
     read_metrics,
     run_main,
@@ -32,10 +33,6 @@ from npvae.models import VAE
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     return use_tiny_mnist(monkeypatch, tmp_path)
-
-
-def evaluations(run) -> dict:
-    return json.loads((run / "eval.json").read_text())["evaluations"]
 
 
 # ----- what it reports ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from train_support import one_line, train_run, use_tiny_mnist
+from train_support import evaluations, one_line, train_run, use_tiny_mnist
 from train_support import run_evaluate as evaluate
 
 import npvae.app.runs
@@ -25,10 +25,6 @@ from npvae.probe import LinearProbe
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     return use_tiny_mnist(monkeypatch, tmp_path)
-
-
-def evaluations(run) -> dict:
-    return json.loads((run / "eval.json").read_text())["evaluations"]
 
 
 def test_a_vae_runs_probe_is_fitted_on_the_codes_of_its_training_set(tiny, tmp_path, capsys):

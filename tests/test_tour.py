@@ -63,10 +63,11 @@ STOPS = (
 )
 
 
-def test_walk_is_the_twelve_stops_in_order(monkeypatch):
+def count_stops(monkeypatch, stops) -> list[str]:
+    """Wrap each ``(module, name)`` stop to record its calls; returns the list they go into."""
     called = []
 
-    def counted_stop(module, name):
+    def counted(module, name):
         real = getattr(module, name)
 
         def stop(*args):
@@ -75,8 +76,13 @@ def test_walk_is_the_twelve_stops_in_order(monkeypatch):
 
         return stop
 
-    for module, name in STOPS:
-        monkeypatch.setattr(module, name, counted_stop(module, name))
+    for module, name in stops:
+        monkeypatch.setattr(module, name, counted(module, name))
+    return called
+
+
+def test_walk_is_the_twelve_stops_in_order(monkeypatch):
+    called = count_stops(monkeypatch, STOPS)
     x = make_digits(2, 0, 0)[0].reshape(2, -1) / 255.0
     model = VAE(**tour.ARCHITECTURE, dtype="float64", seed=0)
     rng = np.random.default_rng(0)
@@ -149,19 +155,7 @@ def verdicts(lines: list[str]) -> dict[str, bool]:
 
 
 def test_walk_iwae_is_the_eight_stops_in_order(monkeypatch):
-    called = []
-
-    def counted_stop(module, name):
-        real = getattr(module, name)
-
-        def stop(*args):
-            called.append(name)
-            return real(*args)
-
-        return stop
-
-    for module, name in IWAE_STOPS:
-        monkeypatch.setattr(module, name, counted_stop(module, name))
+    called = count_stops(monkeypatch, IWAE_STOPS)
     guide, lines = walk_iwae(2, 0, 3)
     assert called == [name for _, name in IWAE_STOPS] and guide.stops == 8
     assert all(verdicts(lines).values()), lines

@@ -230,6 +230,11 @@ def train_run(tiny: Path, out, capsys, *extra, epochs: int = 2) -> tuple[str, Pa
     return stdout, only_run(Path(out))
 
 
+def evaluations(run: Path) -> dict:
+    """The records ``python -m npvae.evaluate`` has written into ``RUN/eval.json``, by key."""
+    return json.loads((run / "eval.json").read_text())["evaluations"]
+
+
 def run_evaluate(argv: list, capsys) -> tuple[int, str, str]:
     """``npvae.evaluate``'s ``main(argv)`` in this process: ``(status, stdout, stderr)``."""
     from npvae.evaluate.__main__ import main
