@@ -294,6 +294,6 @@ def test_the_stops_docs_tour_md_shows_are_what_the_tour_prints(capsys):
     assert status == 0
     shown = TOUR_DOC.read_text().split("A stop as it prints")[1].split("```")[1]
     lines = [line for line in shown.splitlines() if line]
-    assert len(lines) == 13  # stops 3 and 7, each whole
+    assert len(lines) == 22  # stops 3, 7 and 15, each whole
     missing = [line for line in lines if line not in out.splitlines()]
     assert missing == []
