@@ -6,6 +6,7 @@ here; the last test runs the same path on the embedded digits for a few seconds.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import json
@@ -176,3 +177,33 @@ def test_a_folder_that_is_not_a_run_is_refused_in_one_line(tmp_path, flag):
         [last] = done.stderr.strip().split("\n")[-1:]
         assert words in last and "Traceback" not in done.stderr
         assert not (folder / "snapshots").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "label", "paper"),
+    [
+        ({"model": "vae", "samples": 50, "k": None}, "VAE k=50", "86.35"),
+        ({"model": "vae", "samples": None, "k": None}, "VAE k=1", "86.76"),
+        ({"model": "iwae2", "samples": None, "k": 5}, "IWAE2 k=5", "83.89"),
+    ],
+)
+def test_a_row_names_the_papers_cell_and_the_commit(script, monkeypatch, config, label, paper):
+    """The VAE's k is the samples its ELBO averages, as in the paper's "VAE, k" column."""
+    monkeypatch.setattr(script.runfolder, "read_config", lambda run: {**config, "epochs": 9})
+    monkeypatch.setattr(script, "training_minutes", lambda run: 12.0)
+    record = {
+        "epoch": 9,
+        "step": 90,
+        "log_likelihood": {"nats": -85.0, "standard_error": 0.2},
+        "test": {"elbo": -90.0},
+        "active_units": {"count": 20, "of": 50},
+    }
+    args = argparse.Namespace(wall_minutes=13.0)
+    cells = [cell.strip() for cell in script.row(None, record, args, "cmd").strip("|").split("|")]
+    assert cells[1] == label and cells[7] == paper
+    commit = subprocess.run(
+        ["git", "-C", str(SCRIPT.parent), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert cells[9].startswith(f"`cmd` at {commit}")
