@@ -29,15 +29,17 @@ TRAINING_CHUNK_ROWS = 2_000
 
 
 def evaluation_key(
-    checkpoint: str, epoch: int | None, k: int | None, n_test: int, seed: int
+    checkpoint: str, epoch: int | None, k: int | None, n_test: int, seed: int, kind: str = ""
 ) -> str:
     """``"best@10 k=5000 n_test=10000 seed=1"``: what makes two evaluations different.
 
     ``k`` is None for an autoencoder, which draws no importance samples: its key has no k.
+    ``kind`` names another sort of evaluation: ``"probe"`` gives ``"best@10 probe n_test=..."``.
     """
     weights = checkpoint if epoch is None else f"{checkpoint}@{epoch}"
     samples = "" if k is None else f" k={k}"
-    return f"{weights}{samples} n_test={n_test} seed={seed}"
+    what = f" {kind}" if kind else ""
+    return f"{weights}{samples}{what} n_test={n_test} seed={seed}"
 
 
 def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) -> dict:

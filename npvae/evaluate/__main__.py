@@ -25,7 +25,7 @@ from npvae.app.flags import OneLineParser, whole_number
 from npvae.app.memory import check_evaluation
 from npvae.app.report import evaluate_saved, evaluation_key, format_table
 from npvae.errors import ConfigError
-from npvae.evaluate.probing import format_probe, probe_key, probe_saved
+from npvae.evaluate.probing import format_probe, probe_saved
 from npvae.validate import model_setting
 
 #: Importance samples per image by default, as Burda et al. (2016) report.
@@ -185,14 +185,10 @@ def _evaluate(argv: list[str] | None) -> int:
     finally:
         if bar is not None:
             bar.close()
-    record.update(dataset=dataset, binarize=binarize, threads=threads)
-    if binarize != "none":
-        record["binarize_seed"] = seed
     key = evaluation_key(saved.checkpoint, saved.epoch, k, len(x), seed)
-    runfolder.add_evaluation(path, key, record, given=bool(args.out))
+    _record(record, path, key, args, dataset=dataset, binarize=binarize, seed=seed, threads=threads)
     print(format_table(record))
-    print(f"threads: {threads} ({why})")
-    print(f"written to {path} as {key!r}")
+    _report(threads, why, path, key)
     return 0
 
 
@@ -217,15 +213,27 @@ def _probe(saved: runs.SavedRun, args, watch: CpuWatch) -> int:
     path = _evaluations_file(saved, args)
     threads, why = use_threads(args.threads, watch)
     record = probe_saved(saved, data, binarize, seed, n)
-    record.update(dataset=data.name, binarize=binarize, threads=threads)
+    key = evaluation_key(saved.checkpoint, saved.epoch, None, n, seed, kind="probe")
+    _record(
+        record, path, key, args, dataset=data.name, binarize=binarize, seed=seed, threads=threads
+    )
+    print(format_probe(record))
+    _report(threads, why, path, key)
+    return 0
+
+
+def _record(record: dict, path, key: str, args, *, dataset, binarize, seed, threads) -> None:
+    """Add how the images were made and the threads to ``record``; write it under ``key``."""
+    record.update(dataset=dataset, binarize=binarize, threads=threads)
     if binarize != "none":
         record["binarize_seed"] = seed
-    key = probe_key(saved.checkpoint, saved.epoch, n, seed)
     runfolder.add_evaluation(path, key, record, given=bool(args.out))
-    print(format_probe(record))
+
+
+def _report(threads: int, why: str, path, key: str) -> None:
+    """The closing lines: the threads used, and where the record went."""
     print(f"threads: {threads} ({why})")
     print(f"written to {path} as {key!r}")
-    return 0
 
 
 if __name__ == "__main__":

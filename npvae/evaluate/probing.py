@@ -31,12 +31,6 @@ PROBE_SETTINGS = {"passes": 20, "min_steps": 2_000, "batch_size": 128, "lr": 1e-
 ENCODE_ROWS = 5_000
 
 
-def probe_key(checkpoint: str, epoch: int | None, n_test: int, seed: int) -> str:
-    """``"best@10 probe n_test=10000 seed=1"``: the probe's key in ``eval.json``."""
-    weights = checkpoint if epoch is None else f"{checkpoint}@{epoch}"
-    return f"{weights} probe n_test={n_test} seed={seed}"
-
-
 def pixels_as_seen(images: np.ndarray, binarize: str, seed: int) -> np.ndarray:
     """uint8 ``images (N, D)`` as the model sees them, still one byte a pixel: binarised
     once with ``seed`` (0 or 1, as :func:`npvae.app.runs.prepare_images` draws them), or
