@@ -52,7 +52,11 @@ if USE_NUMBA:
         def wrap(f):
             # error_model="numpy": division follows IEEE rules (inf/NaN, as with numba off)
             # instead of raising, which also lets LLVM vectorise loops that divide.
-            return numba.njit(f, fastmath=set(fastmath), cache=cache, error_model="numpy")
+            # nogil: a kernel releases the GIL, so that the evaluator's threads run kernels
+            # side by side (npvae.estimators.importance_sampled's workers).
+            return numba.njit(
+                f, fastmath=set(fastmath), cache=cache, error_model="numpy", nogil=True
+            )
 
         return wrap(func) if func is not None else wrap
 

@@ -21,7 +21,10 @@ scaled (and binarised, if the model was trained on binary data).
 
 from __future__ import annotations
 
+import copy
 import itertools
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +84,7 @@ def importance_sampled(
     batch_size: int = 100,
     max_rows: int = 2_000,
     progress=None,
+    workers: int = 1,
 ) -> ImportanceSampled:
     """Importance-sampled ``log p(x)`` of each row of ``x (N, D)``, streamed.
 
@@ -92,35 +96,91 @@ def importance_sampled(
     after each batch.  The default ``max_rows`` keeps each chunk's arrays near
     6 MB for MNIST, still large enough for fast matrix products.
 
+    Each batch of ``batch_size`` images draws from a generator of its own,
+    seeded from ``rng`` in batch order (:func:`batch_seeds`), so the estimates
+    do not depend on ``workers``: that many threads share the batches, each
+    with its own copy of the model, on a one-thread BLAS (:func:`_in_threads`),
+    and give the bits that ``workers=1`` gives on a one-thread BLAS.
+
     The Monte Carlo error is the delta method's ``sqrt(Var(w) / S) / mean(w)``
     with the sample variance of the weights: it says how far this estimate
     may be from the one a larger ``S`` would give for the same proposal
     (``docs/models.md#importance-sampled-log-likelihood``).
     """
-    d = model.latent_dim
+    batches = list(chunks(x, batch_size))
+    seeds = batch_seeds(rng, len(batches))
+
+    def estimate(model, i: int):
+        generator = np.random.default_rng(seeds[i])
+        return _estimate_batch(model, batches[i], generator, n_samples, max_rows)
+
     log_px, elbo, mc_error = (np.empty(len(x)) for _ in range(3))
     done = 0
-    for batch in chunks(x, batch_size):
-        n = len(batch)
-        chunk = max(1, min(n_samples, max_rows // n))
-        lse, lse_squares, total = np.full(n, -np.inf), np.full(n, -np.inf), np.zeros(n)
-        for start in range(0, n_samples, chunk):
-            size = min(chunk, n_samples - start)
-            eps = rng.standard_normal((size, n, d), dtype=model.dtype)
-            log_w = np.ascontiguousarray(model.log_importance_weights(batch, eps).T, np.float64)
-            lse = np.logaddexp(lse, kernels.logsumexp(log_w))  # log Σ w
-            lse_squares = np.logaddexp(lse_squares, kernels.logsumexp(2 * log_w))  # log Σ w²
-            total += log_w.sum(axis=1)
-        rows = slice(done, done + n)
-        log_px[rows] = lse - np.log(n_samples)
-        elbo[rows] = total / n_samples
-        # Var(w) / mean(w)² = S Σw² / (Σw)² − 1, from the running sums without overflow.
-        relative_variance = np.maximum(np.expm1(lse_squares - 2 * lse + np.log(n_samples)), 0)
-        mc_error[rows] = np.sqrt(relative_variance / n_samples)
-        done += n
+    for batch, results in zip(batches, _in_threads(estimate, model, len(batches), workers)):
+        rows = slice(done, done + len(batch))
+        log_px[rows], elbo[rows], mc_error[rows] = results
+        done += len(batch)
         if progress is not None:
             progress(done)
     return ImportanceSampled(log_px, elbo, mc_error)
+
+
+def batch_seeds(rng: np.random.Generator, count: int) -> np.ndarray:
+    """The seeds of :func:`importance_sampled`'s ``count`` batches, ``(count,)``.
+
+    Batch ``i`` draws its ``eps (S, n, d)`` from ``np.random.default_rng(seeds[i])``,
+    chunk after chunk; the seeds are ``rng``'s next ``count`` integers.
+    """
+    return rng.integers(0, 2**63, size=count)
+
+
+def _estimate_batch(model, batch: np.ndarray, rng, n_samples: int, max_rows: int):
+    """``log_px, elbo, mc_error``, each ``(n,)``, of the images ``batch (n, D)``."""
+    n, d = len(batch), model.latent_dim
+    chunk = max(1, min(n_samples, max_rows // n))
+    lse, lse_squares, total = np.full(n, -np.inf), np.full(n, -np.inf), np.zeros(n)
+    for start in range(0, n_samples, chunk):
+        size = min(chunk, n_samples - start)
+        eps = rng.standard_normal((size, n, d), dtype=model.dtype)
+        log_w = np.ascontiguousarray(model.log_importance_weights(batch, eps).T, np.float64)
+        lse = np.logaddexp(lse, kernels.logsumexp(log_w))  # log Σ w
+        lse_squares = np.logaddexp(lse_squares, kernels.logsumexp(2 * log_w))  # log Σ w²
+        total += log_w.sum(axis=1)
+    # Var(w) / mean(w)² = S Σw² / (Σw)² − 1, from the running sums without overflow.
+    relative_variance = np.maximum(np.expm1(lse_squares - 2 * lse + np.log(n_samples)), 0)
+    return lse - np.log(n_samples), total / n_samples, np.sqrt(relative_variance / n_samples)
+
+
+def _in_threads(work, model, count: int, workers: int):
+    """``work(model, i)`` for ``i`` in ``range(count)``, yielded in order.
+
+    With ``workers > 1`` the calls run in up to that many threads, each on its
+    own copy of ``model`` (a layer keeps its last input for the backward pass,
+    so one model cannot run two forward passes at once), with the BLAS held to
+    one thread meanwhile, a single batch too: a float32 product can round
+    differently on two BLAS threads than on one, and the estimates should not
+    depend on ``workers``.  numpy's products and draws and npvae's kernels
+    release the GIL, so every core runs the whole pass, the kernels and draws
+    between the products too, which a threaded BLAS would leave on one core.
+    """
+    if workers <= 1:
+        yield from (work(model, i) for i in range(count))
+        return
+    from threadpoolctl import threadpool_limits
+
+    copies: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(min(workers, count)):
+        copies.put(copy.deepcopy(model))
+
+    def task(i: int):
+        own = copies.get()
+        try:
+            return work(own, i)
+        finally:
+            copies.put(own)
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(task, range(count))
 
 
 def log_likelihood(
@@ -131,12 +191,14 @@ def log_likelihood(
     batch_size: int = 100,
     max_rows: int = 2_000,
     progress=None,
+    workers: int = 1,
 ) -> np.ndarray:
     """Importance-sampled ``log p(x)`` per example, ``x (N, D) -> (N,)`` (nats).
 
     :func:`importance_sampled`'s ``log_px``, with the same arguments.
     """
-    return importance_sampled(model, x, rng, n_samples, batch_size, max_rows, progress).log_px
+    sampled = importance_sampled(model, x, rng, n_samples, batch_size, max_rows, progress, workers)
+    return sampled.log_px
 
 
 def standard_error(values: np.ndarray) -> float | None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from npvae import evaluate
+from npvae.errors import ConfigError
 from npvae.models import VAE, Autoencoder
 
 
@@ -78,6 +79,47 @@ def test_chunked_estimate_equals_one_shot_with_the_same_noise(monkeypatch):
         model, x, np.random.default_rng(4), n_samples=37, batch_size=3, max_rows=10
     )
     assert np.abs(other_noise - chunked).max() > 1e-6  # the comparison above can fail
+
+
+def test_threads_give_the_same_estimates_as_one():
+    """Each batch draws from its own generator, so the estimate does not depend on workers."""
+    model, x = small_vae(latent_dim=2), binary_data(11)
+    runs = {}
+    for workers in (1, 2, 3):
+        done = []
+        runs[workers] = evaluate.importance_sampled(
+            model, x, np.random.default_rng(3), n_samples=40, batch_size=2, max_rows=16,
+            progress=done.append, workers=workers,
+        )  # fmt: skip
+        assert done == [2, 4, 6, 8, 10, 11]  # in order, whatever thread finished first
+    for workers in (2, 3):
+        for field in ("log_px", "elbo", "mc_error"):
+            np.testing.assert_array_equal(getattr(runs[workers], field), getattr(runs[1], field))
+    other = evaluate.log_likelihood(model, x, np.random.default_rng(4), n_samples=40, workers=2)
+    assert np.abs(other - runs[1].log_px).max() > 1e-6  # the comparison above can fail
+
+
+def test_threads_leave_the_blas_and_the_model_as_they_were():
+    from threadpoolctl import threadpool_info
+
+    model, x = small_vae(latent_dim=2), binary_data(6)
+    weights = {name: value.copy() for name, value in model.params.items()}
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    evaluate.log_likelihood(
+        model, x, np.random.default_rng(0), n_samples=8, batch_size=2, workers=2
+    )
+    assert [pool["num_threads"] for pool in threadpool_info()] == before
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(value, weights[name])
+
+
+def test_an_error_in_a_thread_reaches_the_caller():
+    model = small_vae(latent_dim=2)
+    with pytest.raises(ConfigError, match="input is float32 but the model is float64"):
+        evaluate.log_likelihood(
+            model, binary_data(6).astype(np.float32), np.random.default_rng(0), n_samples=8,
+            batch_size=2, workers=2,
+        )  # fmt: skip
 
 
 def test_float32_model_gives_float64_estimates():
@@ -205,15 +247,23 @@ def gaussian_log_density(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np
 
 def test_the_estimate_matches_a_linear_gaussian_models_exact_log_px():
     model, mean, cov = linear_gaussian_vae()
+    # The proposal q = N(0, 2 I), wider than the prior and so than any posterior, bounds the
+    # weights p(x|z) p(z) / q(z): their variance is finite and the delta method's error is
+    # a true standard error.  (With the untrained encoder's q the weights are heavy-tailed:
+    # over 40 seeds, 14 put an estimate more than 4 of its own errors from the truth.)
+    for head, value in ((model.mu_head, 0.0), (model.log_var_head, np.log(2.0))):
+        head.params["W"][...] = 0.0
+        head.params["b"][...] = value
     x = np.random.default_rng(0).multivariate_normal(mean, cov, size=40)
     exact = gaussian_log_density(x, mean, cov)
     sampled = evaluate.importance_sampled(model, x, np.random.default_rng(1), n_samples=5000)
     gap = sampled.log_px - exact
-    # Each estimate within a few of its own Monte Carlo errors (its bias is far smaller)...
-    assert np.all(np.abs(gap) < 4 * sampled.mc_error + 1e-3), (gap, sampled.mc_error)
-    # ...and the test-set mean within its standard error of the exact mean.
-    assert abs(gap.mean()) < 3 * np.sqrt(np.mean(sampled.mc_error**2) / len(x)) + 1e-3
-    # The encoder is untrained, so q is a poor proposal: the ELBO is well below log p(x).
+    # Each estimate within 4.5 of its own Monte Carlo errors (its bias is far smaller; the
+    # largest of 200 seeds' 8,000 estimates was 4.24 errors off)...
+    assert np.all(np.abs(gap) < 4.5 * sampled.mc_error), (gap, sampled.mc_error)
+    # ...and the test-set mean within 3 of its standard errors of the exact mean.
+    assert abs(gap.mean()) < 3 * np.sqrt(np.mean(sampled.mc_error**2) / len(x))
+    # q is far from the posterior, so the ELBO is well below log p(x) (about 10 nats here).
     assert (exact - sampled.elbo).mean() > 0.5
 
 
@@ -225,9 +275,12 @@ def test_the_estimate_rises_towards_the_exact_log_px_as_k_grows():
         evaluate.log_likelihood(model, x, np.random.default_rng(k), n_samples=k).mean()
         for k in (1, 10, 100, 1000)
     ]
-    assert estimates == sorted(estimates), estimates
+    # The bias shrinks like 1/k: at k = 100 and 1000 it is below the noise of a mean over 200
+    # images, so their order (and the sign of the last gap) is left to chance (over 30
+    # seeds, 4 had k = 1000 below k = 100 and 6 had it above the exact value).
+    assert estimates[:3] == sorted(estimates[:3]), estimates
     assert estimates[0] < exact - 0.5  # k = 1 is the ELBO
-    assert 0 < exact - estimates[-1] < 0.05 * (exact - estimates[0])
+    assert abs(exact - estimates[-1]) < 0.05 * (exact - estimates[0])
 
 
 def test_the_estimate_is_never_below_the_elbo_of_the_same_samples():
@@ -244,7 +297,8 @@ def test_the_estimate_is_never_below_the_elbo_of_the_same_samples():
         else:
             assert np.all(sampled.log_px > sampled.elbo)
     # The ELBO of the same samples is the mean log-weight, computed independently here.
-    eps = np.random.default_rng(5).standard_normal((40, 30, 2))
+    (seed,) = evaluate.batch_seeds(np.random.default_rng(5), 1)  # one batch of 30 images
+    eps = np.random.default_rng(seed).standard_normal((40, 30, 2))
     log_w = model.log_importance_weights(x, eps)
     sampled = evaluate.importance_sampled(model, x, np.random.default_rng(5), n_samples=40)
     np.testing.assert_allclose(sampled.elbo, log_w.mean(axis=0), rtol=1e-12)

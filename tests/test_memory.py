@@ -112,6 +112,17 @@ def test_the_importance_sampler_needs_no_more_memory_for_a_larger_k():
     assert "5000 rows" in huge[-1].rows
 
 
+def test_each_thread_of_the_importance_sampler_holds_its_own_chunk():
+    model = VAE(hidden=[32], latent_dim=2)
+    one, two = (
+        memory.evaluation_needs(model, 1000, 5000),
+        memory.evaluation_needs(model, 1000, 5000, 2),
+    )
+    assert two[0].nbytes == one[0].nbytes  # the test loss runs once, on the BLAS's threads
+    assert two[-1].nbytes == 2 * one[-1].nbytes
+    assert "2 threads with 5000 rows each" in two[-1].rows and "--threads" in two[-1].flags
+
+
 # ----- the memory available, and the refusal ---------------------------------------------------
 
 

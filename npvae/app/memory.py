@@ -328,10 +328,11 @@ def _sampler_rows(k: int, images: int) -> int:
     return max(1, min(k, CHUNK_ROWS // batch)) * batch
 
 
-def evaluation_needs(model, n_test: int, k: int) -> list[Need]:
+def evaluation_needs(model, n_test: int, k: int, workers: int = 1) -> list[Need]:
     """The peaks of ``python -m npvae.evaluate`` of ``model`` on ``n_test`` images with ``k``
     importance samples: its test loss (the model's own k or L draws, 1000 images at a time)
-    and a chunk of the importance sampler; the images and the model are in memory already."""
+    and a chunk of the importance sampler in each of ``workers`` threads; the images and the
+    model are in memory already."""
     kind, settings = model.kind, model.config
     itemsize = model.dtype.itemsize
     draws = draws_per_image(kind, settings)
@@ -355,12 +356,15 @@ def evaluation_needs(model, n_test: int, k: int) -> list[Need]:
         )
         if k and hasattr(model, "log_importance_weights"):
             rows = _sampler_rows(k, images)
+            at_once = f"{rows} rows through the decoder at once"
+            if workers > 1:
+                at_once = f"{workers} threads with {rows} rows each through the decoder at once"
             needs.append(
                 Need(
-                    loss_rows.nbytes(rows, 1, itemsize),
+                    workers * loss_rows.nbytes(rows, 1, itemsize),
                     "the importance sampler needs",
-                    f"{rows} rows through the decoder at once",
-                    "lower --k",
+                    at_once,
+                    "lower --k" if workers == 1 else "lower --k or --threads",
                 )
             )
     return needs
@@ -391,6 +395,6 @@ def check_training(config, data) -> None:
     refuse(needs)
 
 
-def check_evaluation(model, n_test: int, k: int) -> None:
-    """Refuse (ConfigError) an evaluation of ``model`` that would not fit."""
-    refuse(evaluation_needs(model, n_test, k))
+def check_evaluation(model, n_test: int, k: int, workers: int = 1) -> None:
+    """Refuse (ConfigError) an evaluation of ``model`` in ``workers`` threads that would not fit."""
+    refuse(evaluation_needs(model, n_test, k, workers))

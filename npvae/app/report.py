@@ -42,7 +42,9 @@ def evaluation_key(
     return f"{weights}{samples}{what} n_test={n_test} seed={seed}"
 
 
-def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) -> dict:
+def evaluate_saved(
+    saved, x: np.ndarray, *, k: int, seed: int, progress=None, workers: int = 1
+) -> dict:
     """Evaluate ``saved.model`` (a :class:`npvae.app.runs.SavedRun`) on test images ``x (N, D)``.
 
     ``x`` is already prepared (scaled, binarised once if the model trained on
@@ -60,13 +62,13 @@ def evaluate_saved(saved, x: np.ndarray, *, k: int, seed: int, progress=None) ->
         "seed": seed,
     }
     rng = np.random.default_rng(seed)
-    record.update(evaluate_model(saved.model, x, rng, k=k or 0, progress=progress))
+    record.update(evaluate_model(saved.model, x, rng, k=k or 0, progress=progress, workers=workers))
     return record
 
 
 def evaluate_model(
     model, x: np.ndarray, rng: np.random.Generator, *, k: int, ll_images: int | None = None,
-    progress=None, max_rows: int = CHUNK_ROWS,
+    progress=None, max_rows: int = CHUNK_ROWS, workers: int = 1,
 ) -> dict:  # fmt: skip
     """The numbers of one evaluation of ``model`` on test images ``x (N, D)``, JSON-able.
 
@@ -76,8 +78,9 @@ def evaluate_model(
     generator of its last ``metrics.csv`` row), a denoising AE's corruption,
     then the importance samples.  ``k`` importance samples per image for a VAE
     or IWAE (0: no log-likelihood), on the first ``ll_images`` images (None:
-    all), at most ``max_rows`` decoder rows at a time.  ``progress(done)`` is
-    called as images finish.
+    all), at most ``max_rows`` decoder rows at a time, in ``workers`` threads
+    (the estimates do not depend on how many).  ``progress(done)`` is called as
+    images finish.
 
     Returns ``test`` (the model's loss and its terms per image: ``loss``, the
     objective it trained on; ``recon``; for a VAE or IWAE ``elbo`` and ``kl``,
@@ -118,8 +121,9 @@ def evaluate_model(
         images = x if ll_images is None else x[:ll_images]
         started = time.perf_counter()
         sampled = estimators.importance_sampled(
-            model, images, rng, n_samples=k, max_rows=max_rows, progress=progress
-        )
+            model, images, rng, n_samples=k, max_rows=max_rows, progress=progress,
+            workers=workers,
+        )  # fmt: skip
         record["log_likelihood"] = {
             "nats": float(sampled.log_px.mean()),
             "standard_error": estimators.standard_error(sampled.log_px),

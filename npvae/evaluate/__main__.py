@@ -170,9 +170,9 @@ def _evaluate(argv: list[str] | None) -> int:
         return _probe(saved, args, watch)
     k = _samples(saved, args.k)
     x, _, dataset, binarize, seed = _test_images(saved, args)
-    check_evaluation(saved.model, len(x), k or 0)
-    path = _evaluations_file(saved, args)
     threads, why = use_threads(args.threads, watch)
+    check_evaluation(saved.model, len(x), k or 0, workers=threads)
+    path = _evaluations_file(saved, args)
     bar = _progress(len(x))
     try:
         record = evaluate_saved(
@@ -181,6 +181,7 @@ def _evaluate(argv: list[str] | None) -> int:
             k=k,
             seed=seed,
             progress=bar and (lambda done: bar.update(done - bar.n)),
+            workers=threads,  # one sampler a core: see estimators.importance_sampled
         )
     finally:
         if bar is not None:
