@@ -179,8 +179,13 @@ def _in_threads(work, model, count: int, workers: int):
         finally:
             copies.put(own)
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(task, range(count))
+    with threadpool_limits(limits=1, user_api="blas"):
+        pool = ThreadPoolExecutor(workers)
+        try:
+            for future in [pool.submit(task, i) for i in range(count)]:
+                yield future.result()
+        finally:  # on an error or Ctrl-C, finish only the batches already running
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def log_likelihood(

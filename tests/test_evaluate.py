@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -302,3 +304,26 @@ def test_the_estimate_is_never_below_the_elbo_of_the_same_samples():
     log_w = model.log_importance_weights(x, eps)
     sampled = evaluate.importance_sampled(model, x, np.random.default_rng(5), n_samples=40)
     np.testing.assert_allclose(sampled.elbo, log_w.mean(axis=0), rtol=1e-12)
+
+
+def test_a_stopped_estimate_leaves_the_batches_not_yet_begun(monkeypatch):
+    """An error in progress (as Ctrl-C would be) ends the pass without running the rest."""
+    model, x = small_vae(latent_dim=2), binary_data(40)
+    calls = []
+    original = VAE.log_importance_weights
+
+    def slow(self, batch, eps):
+        calls.append(len(batch))
+        time.sleep(0.05)  # so that batches are still waiting when the first one ends
+        return original(self, batch, eps)
+
+    def stop(done):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VAE, "log_importance_weights", slow)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.importance_sampled(
+            model, x, np.random.default_rng(0), n_samples=4, batch_size=1, progress=stop,
+            workers=2,
+        )  # fmt: skip
+    assert 1 <= len(calls) <= 4  # the first, and the few begun before it ended; not all 40
