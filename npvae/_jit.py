@@ -35,6 +35,13 @@ USE_NUMBA: bool = os.environ.get("NPVAE_USE_NUMBA", "1").strip().lower() not in 
 #: LLVM fast-math flags: everything but ``nnan`` and ``ninf`` (see module docstring).
 FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
+#: numba.njit's other options for every kernel.  error_model="numpy": division follows IEEE
+#: rules (inf/NaN, as with numba off) instead of raising, which also lets LLVM vectorise loops
+#: that divide.  nogil: a kernel releases the GIL, so that the evaluator's threads run kernels
+#: side by side (npvae.estimators.importance_sampled's workers).  numba's on-disk cache does
+#: not see these options: npvae._compiled.COMPILED_WITH must change with them.
+NJIT_OPTIONS: dict = {"error_model": "numpy", "nogil": True}
+
 if USE_NUMBA:
     try:
         import numba
@@ -50,13 +57,7 @@ if USE_NUMBA:
         """
 
         def wrap(f):
-            # error_model="numpy": division follows IEEE rules (inf/NaN, as with numba off)
-            # instead of raising, which also lets LLVM vectorise loops that divide.
-            # nogil: a kernel releases the GIL, so that the evaluator's threads run kernels
-            # side by side (npvae.estimators.importance_sampled's workers).
-            return numba.njit(
-                f, fastmath=set(fastmath), cache=cache, error_model="numpy", nogil=True
-            )
+            return numba.njit(f, fastmath=set(fastmath), cache=cache, **NJIT_OPTIONS)
 
         return wrap(func) if func is not None else wrap
 

@@ -622,3 +622,10 @@ def test_all_finite_equals_reference(dtype, bad, position):
         x[position] = bad
     assert kernels.all_finite(x) is kernels.all_finite_ref(x) is (bad is None)
     assert kernels.all_finite(x.reshape(10, 100)) is (bad is None)  # any shape
+
+
+def test_the_compiled_files_record_of_the_jit_options_is_current():
+    """numba's cache is keyed on _compiled.py only: a change to _jit's options must change it."""
+    from npvae import _compiled, _jit
+
+    assert _compiled.COMPILED_WITH == {**_jit.NJIT_OPTIONS, "fastmath": sorted(_jit.FASTMATH)}
