@@ -31,10 +31,10 @@ import numpy as np
 
 from npvae._jit import FASTMATH, USE_NUMBA, jit
 
-#: The options npvae._jit compiles these loops with (NJIT_OPTIONS, FASTMATH).  numba's on-disk cache is keyed on
-#: this file, not on them: a cache made before they changed would load the old machine code
-#: (loops that held the GIL ran two evaluator threads one at a time).  So this line changes
-#: with them, and tests/test_kernels.py holds the two equal.
+#: The options npvae._jit compiles these loops with (NJIT_OPTIONS, FASTMATH).  numba's
+#: on-disk cache is keyed on this file, not on them: a cache made before they changed would
+#: load the old machine code (loops that held the GIL ran two evaluator threads one at a
+#: time).  So this line changes with them, and tests/test_kernels.py holds the two equal.
 COMPILED_WITH = {
     "error_model": "numpy",
     "nogil": True,
