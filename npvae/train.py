@@ -126,7 +126,7 @@ def _train_epochs(run: Run, stop: _StopFlag, tuner: ThreadTuner | None) -> None:
             run.best = selection
             save(run, "best")
         save(run, "last")
-        line = _epoch_line(row, config.epochs, config.model)
+        line = _epoch_line(row, config.epochs, config.model, config.objective)
         if tuner is not None:
             line += f", {tuner.most} threads for {tuner.share():.0%} of steps so far"
         print(line, flush=True)
@@ -204,14 +204,15 @@ def _progress(total: int, description: str, initial: int):
     return tqdm(total=total, initial=initial, desc=description, leave=False, mininterval=0.5)
 
 
-def _epoch_line(row: dict, epochs: int, model: str) -> str:
+def _epoch_line(row: dict, epochs: int, model: str, objective: str | None = None) -> str:
     line = f"epoch {row['epoch']}/{epochs}  train {row['train_loss']:.2f}"
     if row["val_loss"] != "":
         line += f"  val {row['val_loss']:.2f}"
     line += f"  test {row['test_loss']:.2f}"
     if row["test_kl"] != "" and model in K_SAMPLE:  # loss -L_k; terms the ELBO's
         elbo_terms = row["test_recon"] + row["test_kl"]
-        line += f" (-L_k; one-sample ELBO {elbo_terms:.2f}: recon {row['test_recon']:.2f}"
+        label = "-ELBO, mean of k" if objective == "vae" else "-L_k"
+        line += f" ({label}; one-sample ELBO {elbo_terms:.2f}: recon {row['test_recon']:.2f}"
         line += f" + KL {row['test_kl']:.2f})"
     elif row["test_kl"] != "":
         line += f" (recon {row['test_recon']:.2f}, KL {row['test_kl']:.2f})"

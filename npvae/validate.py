@@ -40,6 +40,7 @@ CHOICES = {
     "sparsity": ("kl", "l1"),
     "noise": ("mask", "gaussian", "salt-pepper"),  # salt-pepper: see ALIASES
     "dtype": ("float32", "float64"),
+    "objective": ("iwae", "vae"),
     # a saved model's own settings
     "code_activation": ACTIVATIONS,
     "reconstruction": ("bernoulli", "squared"),

@@ -78,6 +78,19 @@ def test_the_two_layer_vae_is_the_two_layer_iwae_with_one_sample():
     }
 
 
+def test_the_two_layer_vae_with_five_samples_is_the_two_layer_iwaes_hour_with_its_objective():
+    """configs/iwae-paper-2layer-vae-l5-70min.toml: the paper's two-layer "VAE, k = 5", the
+    k = 5 model of the two-layer hour trained on the mean of its ELBOs, over 350 epochs."""
+    vae = validate(Config(**read_toml(CONFIGS / "iwae-paper-2layer-vae-l5-70min.toml")))
+    hour = validate(Config(**read_toml(CONFIGS / "iwae-paper-2layer-iwae5-60min.toml")))
+    assert (vae.model, vae.k, vae.objective, hour.objective) == ("iwae2", 5, "vae", "iwae")
+    assert vae.lr * vae.lr_gamma ** (vae.epochs - 1) == pytest.approx(2e-4, rel=1e-2)
+    changed = {"objective", "epochs", "lr_gamma"}
+    assert {f: getattr(vae, f) for f in vars(vae) if f not in changed} == {
+        f: getattr(hour, f) for f in vars(hour) if f not in changed
+    }
+
+
 def test_the_iwae_schedule_runs_3_to_the_i_epochs_at_each_stages_rate():
     schedule = make_schedule("iwae", 1e-3)
     rates = [schedule(epoch) for epoch in range(3280)]

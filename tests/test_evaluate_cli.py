@@ -89,6 +89,25 @@ def test_a_two_layer_iwae_run_trains_resumes_and_is_evaluated(tiny, tmp_path, ca
     assert ll["k"] == 20 and ll["nats"] >= ll["elbo_same_samples"]
 
 
+def test_a_two_layer_model_trained_on_the_mean_of_its_elbos_is_reported_as_such(
+    tiny, tmp_path, capsys
+):
+    """--objective vae: the loss is the mean of k ELBOs, recon + KL, and no bound is claimed."""
+    layers = ["--model", "iwae2", "--activation", "tanh", "--hidden2", "8", "--latent2", "3"]
+    stdout, run = train_run(tiny, tmp_path / "runs", capsys, *layers, "--objective", "vae")
+    assert "-ELBO, mean of k" in stdout and "-L_k" not in stdout
+    closing = stdout.strip().splitlines()[-1]
+    assert "bound" not in closing and "reconstruction" in closing
+    results = json.loads((run / "results.json").read_text())
+    assert "bound" not in results["test"]
+    test = results["test"]
+    assert test["loss"] == pytest.approx(test["recon"] + test["kl"], rel=1e-6)
+    assert npvae.models.load(run / "checkpoints" / "last.npz").config["objective"] == "vae"
+    status, out, err = evaluate([run, "--k", "20"], capsys)
+    assert status == 0, err
+    assert "k-sample bound" not in out and "ELBO (one sample)" in out
+
+
 def test_evaluations_are_kept_side_by_side_and_are_reproducible(tiny, tmp_path, capsys):
     _, run = train_run(tiny, tmp_path / "runs", capsys, "--binarize", "static")
     # One thread each time: --threads auto follows the load, and a product split between

@@ -123,6 +123,7 @@ GRADIENT_CASES = {
     "k1-elbo": ({"k": 1}, _binary_batch),
     "k3": ({"k": 3}, _binary_batch),
     "k3-softplus": ({"k": 3, "activation": "softplus"}, _binary_batch),
+    "k3-vae-objective": ({"k": 3, "objective": "vae"}, _binary_batch),
     "k2-gaussian-learned-var": (
         {"k": 2, "likelihood": "gaussian", "learned_var": True, "init_log_var": -0.3},
         lambda: np.random.default_rng(2).normal(size=(BATCH, INPUT_DIM)),
@@ -193,6 +194,29 @@ def test_the_normalised_weights_matter():
         model.loss(x, eps=draw[None])
         average += model.flat_grads / 3
     assert np.abs(weighted - average).max() > 1e-2 * np.abs(weighted).max()
+
+
+def test_the_vae_objective_is_the_average_of_one_sample_elbos():
+    """objective="vae": the loss and every gradient are the mean of the k one-sample ones,
+    which the bound's are not (above); with one draw the two objectives are the same."""
+    model = _spread_variances(_model(k=3, objective="vae"))
+    x, eps = _binary_batch(), _eps(model, 3)
+    report = model.loss(x, eps=eps)
+    gradient = model.flat_grads.copy()
+    losses, average = [], np.zeros_like(gradient)
+    for draw in eps:
+        losses.append(model.loss(x, eps=draw[None])["loss"])
+        average += model.flat_grads / 3
+    assert report["loss"] == pytest.approx(np.mean(losses), rel=1e-12)
+    np.testing.assert_allclose(gradient, average, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(report["bound_per_example"], report["log_weights"].mean(axis=0))
+    bound = _spread_variances(_model(k=3))
+    assert bound.loss(x, eps=eps, grad=False)["loss"] < report["loss"]  # L_k above the ELBO
+    one = _spread_variances(_model(k=1))
+    np.testing.assert_array_equal(
+        _spread_variances(_model(k=1, objective="vae")).loss(x, eps=eps[:1])["loss"],
+        one.loss(x, eps=eps[:1])["loss"],
+    )
 
 
 # ----------------------------------------------------------------------------- meaning
@@ -413,7 +437,14 @@ def test_float32_training_stays_float32():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"k": 0}, {"latent1": 0}, {"latent2": 0}, {"hidden1": []}, {"hidden2": [4, 0]}],
+    [
+        {"k": 0},
+        {"latent1": 0},
+        {"latent2": 0},
+        {"hidden1": []},
+        {"hidden2": [4, 0]},
+        {"objective": "elbo"},
+    ],
 )
 def test_bad_settings_are_config_errors(kwargs):
     with pytest.raises(ConfigError) as err:
@@ -438,8 +469,9 @@ def test_bad_input_and_noise_are_config_errors():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_save_load_round_trip_is_bit_identical(dtype, tmp_path):
-    model = _model(dtype=dtype, k=2, likelihood="gaussian", learned_var=True)
+@pytest.mark.parametrize("objective", ["iwae", "vae"])
+def test_save_load_round_trip_is_bit_identical(dtype, objective, tmp_path):
+    model = _model(dtype=dtype, k=2, likelihood="gaussian", learned_var=True, objective=objective)
     x = _binary_batch().astype(model.dtype)
     optimizer = Adam(model.params, lr=0.05)
     for seed in range(3):  # off the initialisation, so a match means the arrays were read

@@ -185,6 +185,8 @@ def test_a_folder_that_is_not_a_run_is_refused_in_one_line(tmp_path, flag):
         ({"model": "vae", "samples": 50, "k": None}, "VAE k=50", "86.35"),
         ({"model": "vae", "samples": None, "k": None}, "VAE k=1", "86.76"),
         ({"model": "iwae2", "samples": None, "k": 5}, "IWAE2 k=5", "83.89"),
+        ({"model": "iwae2", "k": 5, "objective": "iwae"}, "IWAE2 k=5", "83.89"),
+        ({"model": "iwae2", "k": 5, "objective": "vae"}, "IWAE2-VAE k=5", "85.01"),
     ],
 )
 def test_a_row_names_the_papers_cell_and_the_commit(script, monkeypatch, config, label, paper):

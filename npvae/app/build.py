@@ -39,7 +39,7 @@ _AUTOENCODER = (*_SHARED, "code_dim", "reconstruction")
 RECIPES = {
     "vae": (VAE, (*_GENERATIVE, "beta", "warmup_steps", "free_bits", "n_samples")),
     "iwae": (IWAE, (*_GENERATIVE, "k")),
-    "iwae2": (IWAE2, (*_LAYERED, "hidden1", "latent1", "hidden2", "latent2", "k")),
+    "iwae2": (IWAE2, (*_LAYERED, "hidden1", "latent1", "hidden2", "latent2", "k", "objective")),
     "ae": (Autoencoder, _AUTOENCODER),
     "sparse-ae": (
         SparseAutoencoder,

@@ -133,6 +133,13 @@ class Config:
     free_bits: float = field(default=0.0, metadata=_help("free bits: KL floor per dimension"))
     samples: int = field(default=1, metadata=_help("VAE: samples of z per example"))
     k: int = field(default=5, metadata=_help("IWAE: importance samples per example"))
+    objective: str = field(
+        default="iwae",
+        metadata=_help(
+            "iwae2: what the k samples train, iwae (the k-sample bound) or vae (the average "
+            "of k one-sample ELBOs, the IWAE paper's VAE with k samples)"
+        ),
+    )
     # --- the autoencoders' penalties
     sparsity: str = field(default="kl", metadata=_help("sparse-ae: kl or l1"))
     sparsity_weight: float = field(default=0.1, metadata=_help("sparse-ae: penalty weight"))
@@ -209,7 +216,10 @@ APPLIES = {
         for name in ("beta", "warmup", "free_bits", "samples")
     },
     "k": ("--model iwae or iwae2", lambda c: c.model in K_SAMPLE),
-    **{name: ("--model iwae2", lambda c: c.model == "iwae2") for name in ("hidden2", "latent2")},
+    **{
+        name: ("--model iwae2", lambda c: c.model == "iwae2")
+        for name in ("hidden2", "latent2", "objective")
+    },
     **{
         name: ("--model sparse-ae", lambda c: c.model == "sparse-ae")
         for name in ("sparsity", "sparsity_weight", "sparsity_target")

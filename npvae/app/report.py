@@ -84,9 +84,10 @@ def evaluate_model(
 
     Returns ``test`` (the model's loss and its terms per image: ``loss``, the
     objective it trained on; ``recon``; for a VAE or IWAE ``elbo`` and ``kl``,
-    and the IWAE's ``bound``); for an autoencoder ``unit`` and what its variant
-    is judged by; for a VAE or IWAE ``kl_per_dim``, ``active_units`` and, with
-    ``k``, ``log_likelihood`` (nats, its standard error over images, k, images).
+    and the IWAE's ``bound``, unless it trained on the mean of k ELBOs, which
+    is ``-loss``); for an autoencoder ``unit`` and what its variant is judged
+    by; for a VAE or IWAE ``kl_per_dim``, ``active_units`` and, with ``k``,
+    ``log_likelihood`` (nats, its standard error over images, k, images).
     """
     test = estimators.evaluate_loss(model, x, rng)
     if not hasattr(model, "log_importance_weights"):
@@ -97,7 +98,7 @@ def evaluate_model(
 
     kl_per_dim = test.pop("kl_per_dim")
     record: dict = {"test": {key: test[key] for key in ("loss", "elbo", "recon", "kl")}}
-    if "bound" in test:  # the IWAE, with one stochastic layer or two
+    if "bound" in test and model.config.get("objective") != "vae":  # the IWAE's L_k
         record["test"]["bound"] = test["bound"]
         record["test"]["bound_k"] = int(model.config["k"])
     elif model.config.get("beta", 1.0) != 1.0:

@@ -85,6 +85,9 @@ class Model(ABC):
     """
 
     kind = "model"
+    #: Settings added after files were first saved: a file without one was written before
+    #: it existed and meant its default, so it loads with that; any other key is required.
+    LATER_SETTINGS: tuple[str, ...] = ()
 
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -322,7 +325,7 @@ def rebuild(kind: str, config: dict, arrays: dict[str, np.ndarray], source) -> M
         model = cls(**config)
     except (TypeError, KeyError, ValueError) as err:
         raise CheckpointError(f"{source}: its config does not build a {kind} ({err})") from None
-    missing = sorted(set(model.config) - set(config))
+    missing = sorted(set(model.config) - set(config) - set(cls.LATER_SETTINGS))
     if missing:
         raise CheckpointError(f"{source}: its config lacks {missing}; the file is damaged")
     model.set_params(arrays, source=source)

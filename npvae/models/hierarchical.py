@@ -11,8 +11,10 @@ means).  Both draws are reparameterised, ``z1 = mu1 + e^{log_var1/2} eps1`` and
 
 is had by sampling, with no closed-form KL, as in the paper.  The objective is
 the k-sample bound ``L_k = mean_n [log (1/k) Σ_i w_i]``; k = 1 is the ELBO of the
-same model (the paper's two-layer VAE).  Derivation of the backward pass:
-``docs/models.md#two-stochastic-layers``.
+same model (the paper's two-layer VAE).  With ``objective="vae"`` it is instead the
+average of k one-sample ELBOs, ``mean_n [(1/k) Σ_i log w_i]``: the paper's "VAE, k",
+which spends what the bound spends on k draws but weights them equally.  Derivation
+of the backward pass: ``docs/models.md#two-stochastic-layers``.
 
 The noise of one sample is one row ``eps (d1 + d2,)``: ``eps1`` in its first
 ``d1`` columns, ``eps2`` in the rest; :attr:`IWAE2.latent_dim` is ``d1 + d2``,
@@ -30,7 +32,7 @@ from npvae.models.base import Model, mlp_parameter_count, register
 from npvae.models.iwae import bound_report
 from npvae.models.vae import PosteriorMeanVerbs, fold_rows, repeat_rows
 from npvae.network import MLP
-from npvae.validate import check_range, check_sizes
+from npvae.validate import check_choice, check_range, check_sizes
 
 
 def _kl_per_dim(eps1, log_var1_rows, z1, prior_mu1, prior_log_var1, eps2, log_var2, z2):
@@ -85,6 +87,9 @@ class IWAE2(PosteriorMeanVerbs, Model):
         p(x|z1), as for :class:`npvae.models.VAE`.
     k : int
         Samples per example in the bound (1: the ELBO).
+    objective : {"iwae", "vae"}
+        What the k draws estimate: the bound L_k (``"iwae"``), or the average of k
+        one-sample ELBOs (``"vae"``, the paper's "VAE, k"); the same for k = 1.
     init : {"glorot", "he"}
     dtype : {"float32", "float64"}
     seed : int
@@ -94,6 +99,7 @@ class IWAE2(PosteriorMeanVerbs, Model):
     """
 
     kind = "iwae2"
+    LATER_SETTINGS = ("objective",)  # files before it trained the bound, its default
 
     def __init__(
         self,
@@ -110,8 +116,10 @@ class IWAE2(PosteriorMeanVerbs, Model):
         init: str = "glorot",
         dtype: str = "float32",
         seed: int = 0,
+        objective: str = "iwae",
     ) -> None:
         check_range("k", k, "k")
+        check_choice("objective", objective, "objective")
         check_sizes(input_dim, hidden1, latent1, names=("input_dim", "hidden1", "latent1"))
         check_sizes(latent1, hidden2, latent2, names=("latent1", "hidden2", "latent2"))
         config = dict(locals())
@@ -233,7 +241,8 @@ class IWAE2(PosteriorMeanVerbs, Model):
         step: int | None = None,
         grad: bool = True,
     ) -> dict:
-        """The negative k-sample bound, averaged over the batch, and its gradients.
+        """The negative objective (the k-sample bound, or with ``objective="vae"`` the
+        average of k one-sample ELBOs), averaged over the batch, and its gradients.
 
         Parameters as for :meth:`npvae.models.VAE.loss`; ``eps`` is ``(k, N, d1 + d2)``,
         eps1 in its first ``d1`` columns and eps2 in the rest, and ``step`` is not used
@@ -273,12 +282,16 @@ class IWAE2(PosteriorMeanVerbs, Model):
             log_px = self.likelihood.log_prob(x, out)  # (k N,)
             log_pz1 = DiagonalGaussian.log_prob(z1, prior_mu1, prior_log_var1)  # (k N,)
 
-        # The bound: log w_i per draw, then log (1/k) Σ_i w_i by log-sum-exp.
+        # The objective: log w_i per draw, then log (1/k) Σ_i w_i by log-sum-exp (the
+        # bound), or (1/k) Σ_i log w_i (the average of k one-sample ELBOs).
         log_pz2 = DiagonalGaussian.prior_log_prob(z2)  # (k N,)
         log_qz1 = DiagonalGaussian.log_prob_of_sample(eps1, log_var1_rows)  # (k N,)
         log_qz2 = DiagonalGaussian.log_prob_of_sample(eps2, log_var2)  # (k N,)
         log_w = (log_px + log_pz1 + log_pz2 - log_qz1 - log_qz2).reshape(k, n)
-        bound = kernels.logsumexp(np.ascontiguousarray(log_w.T)) - self.dtype.type(np.log(k))
+        if self.config["objective"] == "vae":
+            bound = log_w.mean(axis=0)  # (N,)
+        else:
+            bound = kernels.logsumexp(np.ascontiguousarray(log_w.T)) - self.dtype.type(np.log(k))
         kl_dim = _kl_per_dim(
             eps1, log_var1_rows, z1, prior_mu1, prior_log_var1, eps2, log_var2, z2
         )  # (k N, d1 + d2)
@@ -287,10 +300,9 @@ class IWAE2(PosteriorMeanVerbs, Model):
             return report
 
         # Backward: d loss / d log w_i = −w̃_i / N, w̃ the softmax of each example's k
-        # log-weights; every term of log w_i then sends its gradient back, scaled by that.
-        normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
-        normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
-        per_row = normalised.reshape(k * n)  # (k N,): d loss / d log w
+        # log-weights (for the average of ELBOs, w̃_i = 1/k); every term of log w_i then
+        # sends its gradient back, scaled by that.
+        per_row = self._per_draw(log_w).reshape(k * n)  # (k N,): d loss / d log w
         weight = per_row[:, None]  # (k N, 1)
         # log p(x|z1): through the decoder to z1.
         dout *= weight  # in place: the kernel's fresh array is ours to reuse
@@ -301,6 +313,15 @@ class IWAE2(PosteriorMeanVerbs, Model):
         dz1 += self._draw_z2_backward(dz2, log_var2, eps2, weight)  # z1 also feeds q(z2|z1)
         self._draw_z1_backward(dz1, log_var1_rows, eps1, per_row.reshape(k, n))
         return report
+
+    def _per_draw(self, log_w: np.ndarray) -> np.ndarray:
+        """d loss / d log w of each draw, ``(k, N)`` from ``log_w (k, N)``: −w̃ / N."""
+        k, n = log_w.shape
+        if self.config["objective"] == "vae":
+            return np.full((k, n), -1 / (k * n), dtype=self.dtype)
+        normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
+        normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
+        return normalised
 
     # The two stochastic layers of the inference network, forward and backward.
 
