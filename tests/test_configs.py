@@ -142,13 +142,15 @@ def test_training_applies_adams_epsilon_and_the_output_bias(monkeypatch, tmp_pat
 
 
 def test_a_run_record_from_before_these_settings_still_loads():
-    """config.json of an older npvae lacks adam_eps, output_bias and threads: their defaults
-    are what that npvae did, so the record loads; any other missing setting is damage."""
+    """config.json of an older npvae lacks adam_eps, output_bias, threads and objective: their
+    defaults are what that npvae did, so the record loads; any other missing setting is damage."""
     from npvae.app.config import from_dict, record
 
-    for config in (Config(), Config(optimizer="sgd")):  # sgd: adam_eps acts on nothing
+    newer = ("adam_eps", "output_bias", "threads", "objective")
+    # sgd: adam_eps acts on nothing; iwae2: objective acts, and its default is the bound
+    for config in (Config(), Config(optimizer="sgd"), Config(model="iwae2", activation="tanh")):
         values = record(config)
-        older = {k: v for k, v in values.items() if k not in ("adam_eps", "output_bias", "threads")}
+        older = {k: v for k, v in values.items() if k not in newer}
         assert record(from_dict(older, "config.json")) == values
     damaged = {k: v for k, v in values.items() if k != "lr"}
     with pytest.raises(ValueError, match=r"setting \['lr'\] is missing"):

@@ -341,8 +341,9 @@ def record(config: Config) -> dict:
 
 #: Settings newer than the first npvae: a file of an older one lacks them, and their
 #: defaults are what that npvae did (Adam's 1e-8, a zero output bias, automatic threads;
-#: hidden2 and latent2 act on the two-layer IWAE only, which no older npvae had).
-ADDED_LATER = ("adam_eps", "output_bias", "threads", "hidden2", "latent2")
+#: hidden2 and latent2 act on the two-layer IWAE only, which no older npvae had, and its
+#: objective was the bound until the setting came).
+ADDED_LATER = ("adam_eps", "output_bias", "threads", "hidden2", "latent2", "objective")
 
 
 def from_dict(values: dict, source) -> Config:
