@@ -18,6 +18,7 @@ import pytest
 
 import npvae.models
 from npvae.app.checkpoint import load_checkpoint
+from npvae.app.config import from_dict
 
 DATA = Path(__file__).parent / "data"
 RECORD = json.loads((DATA / "saved-30aa56a.json").read_text())
@@ -46,3 +47,7 @@ def test_a_checkpoint_saved_before_loads_whole():
     assert loss_of(saved.model) == RECORD["losses"]["checkpoint"]
     moments = {f"{m}/{name}" for name in saved.model.params for m in ("m", "v")}
     assert moments <= set(saved.optimizer_state)  # Adam's state, checked as it loaded
+    # Its run settings too, as a resume or an evaluation reads them: a setting added since
+    # (npvae.app.config.ADDED_LATER) must not make the older file "damaged".
+    config = from_dict(saved.config, "checkpoint-30aa56a.npz")
+    assert config.model == saved.model.kind and config.objective == "iwae"
