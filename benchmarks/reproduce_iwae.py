@@ -272,7 +272,7 @@ def describe(run: Path) -> str:
     config = runfolder.read_config(run)
     model, k = cell(config)
     name = model.upper()
-    if config["model"] in K_SAMPLE:
+    if config["model"] in K_SAMPLE or k > 1:  # a VAE's k: the samples its ELBO averages
         name += f" k={k}"
     lr, epochs, schedule = config["lr"], config["epochs"], config["schedule"]
     if schedule == "exponential":

@@ -209,3 +209,20 @@ def test_a_row_names_the_papers_cell_and_the_commit(script, monkeypatch, config,
         text=True,
     ).stdout.strip()
     assert cells[9].startswith(f"`cmd` at {commit}")
+
+
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [
+        ({"model": "vae", "samples": 5}, "VAE k=5, b100"),
+        ({"model": "vae", "samples": 1}, "VAE, b100"),
+        ({"model": "iwae2", "k": 5, "objective": "vae"}, "IWAE2-VAE k=5, b100"),
+        ({"model": "iwae", "k": 1}, "IWAE k=1, b100"),
+    ],
+)
+def test_a_curves_column_names_the_papers_cell(script, monkeypatch, config, name):
+    """--bounds and --curve head each column with the run's cell, as its row names it."""
+    schedule = {"lr": 2e-3, "lr_gamma": 0.99, "epochs": 9, "schedule": "exponential"}
+    settings = {**config, **schedule, "batch_size": 100}
+    monkeypatch.setattr(script.runfolder, "read_config", lambda run: settings)
+    assert script.describe(None).startswith(name + ", exponential 0.002 to ")
