@@ -102,7 +102,9 @@ def test_a_two_layer_model_trained_on_the_mean_of_its_elbos_is_reported_as_such(
     assert "bound" not in results["test"]
     test = results["test"]
     assert test["loss"] == pytest.approx(test["recon"] + test["kl"], rel=1e-6)
-    assert npvae.models.load(run / "checkpoints" / "last.npz").config["objective"] == "vae"
+    saved = npvae.models.load(run / "checkpoints" / "last.npz")
+    assert saved.config["objective"] == "vae"
+    assert run_title(saved, "mnist", 2) == "two-layer VAE 784-32-2-8-3 on MNIST, epoch 2"
     status, out, err = evaluate([run, "--k", "20"], capsys)
     assert status == 0, err
     assert "k-sample bound" not in out and "ELBO (one sample)" in out

@@ -72,7 +72,10 @@ class SavedRun:
 
 def run_title(model: Model, dataset: str | None, epoch: int | None, best: bool = False) -> str:
     """``"VAE 784-400-20 on MNIST, epoch 10"``: a model, its dataset and its epochs, named."""
-    text = f"{TITLES.get(model.kind, model.kind)} {architecture(model)}"
+    name = TITLES.get(model.kind, model.kind)
+    if model.config.get("objective") == "vae":  # the two-layer model on the mean of its ELBOs
+        name = "two-layer VAE"
+    text = f"{name} {architecture(model)}"
     if dataset:
         text += f" on {DATASET_TITLES.get(dataset, dataset)}"
     if epoch is not None:
