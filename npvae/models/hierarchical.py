@@ -29,7 +29,7 @@ from npvae import kernels
 from npvae.distributions import DiagonalGaussian, make_likelihood
 from npvae.layers import Linear
 from npvae.models.base import Model, mlp_parameter_count, register
-from npvae.models.iwae import bound_report
+from npvae.models.iwae import bound_report, log_weight_grads
 from npvae.models.vae import PosteriorMeanVerbs, fold_rows, repeat_rows
 from npvae.network import MLP
 from npvae.validate import check_choice, check_range, check_sizes
@@ -319,9 +319,7 @@ class IWAE2(PosteriorMeanVerbs, Model):
         k, n = log_w.shape
         if self.config["objective"] == "vae":
             return np.full((k, n), -1 / (k * n), dtype=self.dtype)
-        normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
-        normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
-        return normalised
+        return log_weight_grads(log_w, self.dtype)
 
     # The two stochastic layers of the inference network, forward and backward.
 

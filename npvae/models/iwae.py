@@ -110,9 +110,7 @@ class IWAE(VAE):
         # Backward: d loss / d log w_i = −w̃_i / N, with w̃ the normalised weights, a softmax
         # over each example's k draws (so they sum to 1 to the last bit of the dtype).  Each
         # draw's gradient is then that of one VAE sample, scaled by −w̃_i / N.
-        normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
-        normalised *= self.dtype.type(-1 / n) / normalised.sum(axis=0)
-        per_row = normalised.reshape(k * n)  # d loss / d log w, one per row
+        per_row = log_weight_grads(log_w, self.dtype).reshape(k * n)  # d loss / d log w
         dout *= per_row[:, None]  # in place: the kernel's fresh array is ours to reuse
         self.likelihood.write_grads(x, out, per_row)
         dz = self.decoder.backward(dout)  # (k N, d)
@@ -127,6 +125,14 @@ class IWAE(VAE):
         dh += self.log_var_head.backward(dlog_var)
         self.encoder.backward(dh)
         return report
+
+
+def log_weight_grads(log_w: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """d loss / d log w of the negative bound, ``(k, N)`` from ``log_w (k, N)``: −w̃ / N, with
+    w̃ the softmax of each example's k log-weights (the IWAEs of one and two layers)."""
+    normalised = np.exp(log_w - log_w.max(axis=0))  # (k, N)
+    normalised *= dtype.type(-1 / log_w.shape[1]) / normalised.sum(axis=0)
+    return normalised
 
 
 def bound_report(bound, recon, kl, kl_dim) -> dict:
