@@ -19,6 +19,10 @@ of the backward pass: ``docs/models.md#two-stochastic-layers``.
 The noise of one sample is one row ``eps (d1 + d2,)``: ``eps1`` in its first
 ``d1`` columns, ``eps2`` in the rest; :attr:`IWAE2.latent_dim` is ``d1 + d2``,
 so the evaluation draws ``eps (S, N, latent_dim)`` for this model as for the VAE.
+
+One model, one file of about 400 lines: its forward pass, its backward pass (which
+mirrors the forward step by step) and its evaluation path are read side by side
+with ``docs/models.md``, and splitting them would part each step from its inverse.
 """
 
 from __future__ import annotations
